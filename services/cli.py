@@ -1,0 +1,173 @@
+"""The `runstream` command: local stack, migrations and the service processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from deploy.local.process import StackError
+from deploy.local.stack import LocalStack
+from ingest.errors import UnavailableError
+from ingest.topics import ensure_topics
+from services import logging as rs_logging
+from services.config import ConfigError, Settings
+from services.migrations import load, migrate
+from services.runtime import ROLES, run_roles
+
+# Each schema and the package whose migrations build it.
+SCHEMA_PACKAGES = (("registry_schema", "ingest"), ("read_schema", "projector"))
+
+
+def local_stack(settings: Settings) -> LocalStack:
+    """Return the local stack, leaving out what is configured to run elsewhere."""
+    return LocalStack(
+        state_dir=settings.state_dir,
+        cache_dir=settings.cache_dir,
+        kafka_version=settings.kafka_version,
+        kafka_port=settings.kafka_port,
+        kafka_controller_port=settings.kafka_controller_port,
+        kafka_heap=settings.kafka_heap,
+        postgres_port=settings.postgres_port,
+        with_kafka=settings.external_kafka is None,
+        with_postgres=settings.external_database is None,
+    )
+
+
+async def apply_migrations(settings: Settings) -> list[str]:
+    """Apply every package's migrations to its schema; return what was applied now."""
+    conn = await asyncpg.connect(settings.database_url, timeout=30)
+    try:
+        applied: list[str] = []
+        for attr, package in SCHEMA_PACKAGES:
+            schema = getattr(settings, attr)
+            applied += [f"{schema}.{name}" for name in await migrate(conn, schema, load(package))]
+        return applied
+    finally:
+        await conn.close()
+
+
+async def _database_ok(settings: Settings) -> bool:
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+def _print(record: dict[str, object]) -> None:
+    print(json.dumps(record, sort_keys=True))
+
+
+def cmd_up(settings: Settings) -> int:
+    """Start Kafka and PostgreSQL, create the topics and migrate."""
+    states = local_stack(settings).up()
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            settings.topic,
+            settings.partitions,
+            settings.dead_letter_topic,
+        )
+    )
+    applied = asyncio.run(apply_migrations(settings))
+    _print(
+        {
+            "stack": states,
+            "topics_created": created,
+            "migrations_applied": applied,
+            "kafka": settings.kafka_bootstrap,
+            "database": settings.database_url,
+            "tracking_uri": settings.tracking_uri,
+        }
+    )
+    return 0
+
+
+def cmd_down(settings: Settings) -> int:
+    """Stop the local Kafka and PostgreSQL; their data stays for the next `up`."""
+    _print({"stack": local_stack(settings).down()})
+    return 0
+
+
+def cmd_status(settings: Settings) -> int:
+    """Report whether the broker and the database answer; non-zero if either does not."""
+    local = local_stack(settings).status()
+    database = asyncio.run(_database_ok(settings))
+    try:
+        asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap,
+                settings.topic,
+                settings.partitions,
+                settings.dead_letter_topic,
+                timeout_s=10,
+            )
+        )
+        kafka = True
+    except UnavailableError:
+        kafka = False
+    _print(
+        {
+            "kafka": {
+                "bootstrap": settings.kafka_bootstrap,
+                "up": kafka,
+                "local_process": local.get("kafka"),
+            },
+            "postgres": {
+                "dsn": settings.database_url,
+                "up": database,
+                "local_process": local.get("postgres"),
+            },
+        }
+    )
+    return 0 if kafka and database else 1
+
+
+def cmd_migrate(settings: Settings) -> int:
+    """Apply pending migrations."""
+    _print({"migrations_applied": asyncio.run(apply_migrations(settings))})
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the local Kafka and PostgreSQL, create topics, migrate")
+    sub.add_parser("down", help="stop the local Kafka and PostgreSQL (data is kept)")
+    sub.add_parser("status", help="report the broker's and the database's health")
+    sub.add_parser("migrate", help="apply pending SQL migrations")
+    sub.add_parser("serve", help="run ingest gateway, projector and query API in one process")
+    for role in ROLES:
+        sub.add_parser(role, help=f"run the {role} role alone")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `runstream` command line."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"runstream: {exc}", file=sys.stderr)
+        return 2
+    rs_logging.configure(settings.log_level, settings.log_format)
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "migrate": cmd_migrate}
+    try:
+        if args.command in commands:
+            return commands[args.command](settings)
+        roles = frozenset(ROLES) if args.command == "serve" else frozenset({args.command})
+        asyncio.run(run_roles(settings, roles))
+    except (StackError, UnavailableError) as exc:
+        print(f"runstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
