@@ -1,0 +1,356 @@
+"""Compile a SearchRuns or SearchExperiments request into one parameterised asyncpg query.
+
+Every user value and every user key travels as a `$n` parameter; column names come only from
+the whitelists below. The query selects ids in order and fetches one row more than a page, so
+`SearchPlan.page` can tell whether a next page exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
+
+from api.filters import (
+    InList,
+    IsNull,
+    NumberCompare,
+    Predicate,
+    TextCompare,
+    parse_experiment_filter,
+    parse_run_filter,
+)
+from api.grammar import INT64_MAX, INT64_MIN, shown
+from api.ordering import OrderKey, parse_experiment_order_by, parse_run_order_by
+from ingest.errors import invalid_parameter
+
+T = TypeVar("T")
+
+RUNS_DEFAULT_MAX_RESULTS = 1000
+MAX_RESULTS_THRESHOLD = 50_000
+# Far past any real result set, and small enough that OFFSET plus a page never overflows bigint.
+_MAX_OFFSET = 2**53
+_MAX_TOKEN_CHARS = 512
+_RUN_NAME_TAG = "mlflow.runName"
+
+_VIEW_TYPES = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3}
+_VIEW_STAGES = {1: ["active"], 2: ["deleted"], 3: ["active", "deleted"]}
+
+# (SQL expression, is text, may be NULL): the only way an attribute name reaches the SQL text.
+_RUN_COLUMNS: dict[str, tuple[str, bool, bool]] = {
+    "run_id": ("r.run_id", True, False),
+    "run_name": ("r.run_name", True, False),
+    "user_id": ("r.user_id", True, False),
+    "status": ("r.status", True, False),
+    "artifact_uri": ("r.artifact_uri", True, False),
+    "start_time": ("r.start_time", False, False),
+    "end_time": ("r.end_time", False, True),
+}
+_EXPERIMENT_COLUMNS: dict[str, tuple[str, bool, bool]] = {
+    "experiment_id": ("e.experiment_id", False, False),
+    "name": ("e.name", True, False),
+    "creation_time": ("e.creation_time", False, False),
+    "last_update_time": ("e.last_update_time", False, False),
+}
+_DATASET_COLUMNS = {"name": "d.name", "digest": "d.digest", "context": "d.context"}
+_KEYED_TABLES = {"metric": "latest_metrics", "parameter": "params", "tag": "tags"}
+_NAN = "'NaN'::float8"
+_PREFIX_INDEXED = frozenset({"params", "tags"})
+_PREFIX = 200
+_RUN_LINK = "run_id = r.run_id"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPlan:
+    """One query that returns up to `limit + 1` ids of a page, and how to cut the page."""
+
+    sql: str
+    args: list[object]
+    limit: int
+    offset: int
+
+    def page(self, rows: Sequence[T]) -> tuple[list[T], str | None]:
+        """Return the page's rows and the next page's token (None on the last page)."""
+        if len(rows) > self.limit:
+            return list(rows[: self.limit]), encode_page_token(self.offset + self.limit)
+        return list(rows), None
+
+
+class _Binder:
+    """Collect bound values and hand out their typed placeholders."""
+
+    def __init__(self) -> None:
+        self.args: list[object] = []
+
+    def __call__(self, value: object, sql_type: str) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}::{sql_type}"
+
+    def number(self, value: int | float) -> str:
+        """Bind a number as bigint when it fits, else as numeric or float8 so it never fails."""
+        if isinstance(value, float):
+            return self(value, "float8")
+        if INT64_MIN <= value <= INT64_MAX:
+            return self(value, "bigint")
+        return self(Decimal(value), "numeric")
+
+
+def encode_page_token(offset: int) -> str:
+    """Return the opaque token for a page starting at `offset` (MLflow's own format)."""
+    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    """Return the offset a page token encodes; no token means the first page."""
+    if not token:
+        return 0
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
+        raise invalid_parameter("Invalid page token, could not base64-decode")
+    try:
+        decoded = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_parameter("Invalid page token, could not base64-decode") from None
+    try:
+        parsed = json.loads(decoded)
+    except (ValueError, RecursionError):
+        raise invalid_parameter(f"Invalid page token, decoded value={decoded!r}") from None
+    offset = parsed.get("offset") if isinstance(parsed, dict) else None
+    if isinstance(offset, str) and offset.isascii() and offset.isdigit() and len(offset) < 20:
+        offset = int(offset)  # MLflow accepts a stringified offset too
+    if type(offset) is not int or not 0 < offset <= _MAX_OFFSET:
+        raise invalid_parameter(f"Invalid page token, parsed value={parsed!r}"[:300])
+    return offset
+
+
+def check_max_results(max_results: int | None, *, default: int | None) -> int:
+    """Return the page size, or raise MLflow's message when it is missing or out of range."""
+    if max_results is None and default is not None:
+        return default
+    if type(max_results) is not int or max_results < 1:
+        raise invalid_parameter(
+            f"Invalid value {shown(str(0 if max_results is None else max_results))} for parameter "
+            "'max_results' supplied. It must be a positive integer"
+        )
+    if max_results > MAX_RESULTS_THRESHOLD:
+        raise invalid_parameter(
+            f"Invalid value {max_results} for parameter 'max_results' supplied. "
+            f"It must be at most {MAX_RESULTS_THRESHOLD}"
+        )
+    return max_results
+
+
+def lifecycle_stages(view_type: str | int | None, parameter: str) -> list[str]:
+    """Return the lifecycle stages a ViewType (name or number, default ACTIVE_ONLY) selects."""
+    if view_type is None:
+        return list(_VIEW_STAGES[1])
+    number = _VIEW_TYPES.get(view_type.upper()) if isinstance(view_type, str) else view_type
+    if type(number) is not int or number not in _VIEW_STAGES:
+        text = json.dumps(view_type) if isinstance(view_type, str | int) else repr(view_type)
+        raise invalid_parameter(
+            f"Invalid value {shown(text)} for parameter '{parameter}' supplied."
+        )
+    return list(_VIEW_STAGES[number])
+
+
+def _experiment_ids(experiment_ids: Sequence[str | int]) -> list[int]:
+    if isinstance(experiment_ids, str | bytes):
+        raise invalid_parameter("Invalid value for parameter 'experiment_ids': expected a list.")
+    ids: list[int] = []
+    for raw in experiment_ids:
+        try:
+            number = int(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not INT64_MIN <= number <= INT64_MAX:
+            raise invalid_parameter(
+                f"Invalid experiment ID '{shown(str(raw))}'. Experiment ID must be a valid integer."
+            )
+        ids.append(number)
+    return ids
+
+
+def _compare(column: str, op: str, placeholder: str) -> str:
+    if op in {"LIKE", "ILIKE"}:
+        # No escape character: `\` is literal as in MLflow on SQLite, and a pattern ending
+        # in `\` cannot make PostgreSQL raise
+        return f"{column} {op} {placeholder} ESCAPE ''"
+    return f"{column} {'<>' if op == '!=' else op} {placeholder}"
+
+
+def _exists(table: str, alias: str, link: str, conditions: list[str]) -> str:
+    where = " AND ".join([f"{alias}.{link}", *conditions])
+    return f"EXISTS (SELECT 1 FROM {table} AS {alias} WHERE {where})"
+
+
+def _in_list(column: str, pred: InList, bind: _Binder) -> str:
+    array = bind(list(pred.values), "bigint[]" if pred.key == "experiment_id" else "text[]")
+    test = f"{column} = ANY({array})"
+    return f"NOT ({test})" if pred.negated else test
+
+
+def _keyed(pred: Predicate, table: str, link: str, bind: _Binder) -> str:
+    """Compile a predicate on a key-value table (metrics, params, tags, experiment tags)."""
+    if isinstance(pred, InList):
+        raise invalid_parameter(f"Unsupported list comparison on key '{pred.key}'")
+    conditions = [f"k.key = {bind(pred.key, 'text')}"]
+    if isinstance(pred, IsNull):
+        test = _exists(table, "k", link, conditions)
+        return test if pred.negated else f"NOT {test}"
+    if isinstance(pred, NumberCompare):
+        conditions.append(_compare("k.value", pred.op, bind(float(pred.value), "float8")))
+        # PostgreSQL orders NaN above every number and says NaN = NaN; MLflow lets a NaN
+        # metric satisfy only `!=`, which `<>` already does for a non-NaN literal
+        if pred.op != "!=":
+            conditions.append(f"k.value <> {_NAN}")
+    else:
+        value = bind(pred.value, "text")
+        if pred.op == "=" and table in _PREFIX_INDEXED:
+            # the (key, left(value, 200)) index of migration 0003 serves only this spelling
+            conditions.append(f"left(k.value, {_PREFIX}) = left({value}, {_PREFIX})")
+        conditions.append(_compare("k.value", pred.op, value))
+    return _exists(table, "k", link, conditions)
+
+
+def _run_predicate(pred: Predicate, bind: _Binder) -> str:
+    if pred.entity in _KEYED_TABLES:
+        return _keyed(pred, _KEYED_TABLES[pred.entity], _RUN_LINK, bind)
+    if pred.entity == "dataset":
+        column = _DATASET_COLUMNS[pred.key]
+        if isinstance(pred, InList):
+            return _exists("run_dataset_inputs", "d", _RUN_LINK, [_in_list(column, pred, bind)])
+        if isinstance(pred, TextCompare):
+            test = _compare(column, pred.op, bind(pred.value, "text"))
+            return _exists("run_dataset_inputs", "d", _RUN_LINK, [test])
+    if pred.key == "run_name" and isinstance(pred, TextCompare):
+        # MLflow matches `attributes.run_name` against the mlflow.runName tag, not the column
+        renamed = TextCompare(entity="tag", key=_RUN_NAME_TAG, op=pred.op, value=pred.value)
+        return _keyed(renamed, "tags", _RUN_LINK, bind)
+    return _attribute(pred, _RUN_COLUMNS, bind)
+
+
+def _attribute(pred: Predicate, columns: dict[str, tuple[str, bool, bool]], bind: _Binder) -> str:
+    column = columns[pred.key][0]
+    if isinstance(pred, InList):
+        return _in_list(column, pred, bind)
+    if isinstance(pred, NumberCompare):
+        return _compare(column, pred.op, bind.number(pred.value))
+    if isinstance(pred, TextCompare):
+        return _compare(column, pred.op, bind(pred.value, "text"))
+    raise invalid_parameter(f"Unsupported comparison on attribute '{pred.key}'")
+
+
+def _experiment_predicate(pred: Predicate, bind: _Binder) -> str:
+    if pred.entity == "tag":
+        return _keyed(pred, "experiment_tags", "experiment_id = e.experiment_id", bind)
+    return _attribute(pred, _EXPERIMENT_COLUMNS, bind)
+
+
+def _sort_terms(expr: str, text: bool, nullable: bool, ascending: bool) -> list[str]:
+    """Return ORDER BY terms that put rows lacking the key last in both directions."""
+    # Byte order, so the same strings sort alike whatever the database's collation is
+    value = f'{expr} COLLATE "C"' if text else expr
+    terms = [f"({expr} IS NULL)"] if nullable else []
+    return [*terms, f"{value} {'ASC' if ascending else 'DESC'}"]
+
+
+def _run_order(keys: Sequence[OrderKey], bind: _Binder) -> tuple[list[str], list[str]]:
+    """Return the LEFT JOINs and ORDER BY terms for a run ordering."""
+    joins: list[str] = []
+    terms: list[str] = []
+    for i, key in enumerate(keys, start=1):
+        if key.entity == "attribute":
+            expr, text, nullable = _RUN_COLUMNS[key.key]
+            terms += _sort_terms(expr, text, nullable, key.ascending)
+            continue
+        alias = f"o{i}"
+        joins.append(
+            f"LEFT JOIN {_KEYED_TABLES[key.entity]} AS {alias} ON {alias}.run_id = r.run_id "
+            f"AND {alias}.key = {bind(key.key, 'text')}"
+        )
+        if key.entity == "metric":
+            # numbers, then NaN, then runs without the metric, whichever the direction
+            terms.append(
+                f"CASE WHEN {alias}.value IS NULL THEN 2 "
+                f"WHEN {alias}.value = {_NAN} THEN 1 ELSE 0 END"
+            )
+            terms.append(f"{alias}.value {'ASC' if key.ascending else 'DESC'}")
+        else:
+            terms += _sort_terms(f"{alias}.value", True, True, key.ascending)
+    return joins, terms
+
+
+def _page_sql(bind: _Binder, limit: int, offset: int) -> str:
+    return f"LIMIT {bind(limit + 1, 'bigint')} OFFSET {bind(offset, 'bigint')}"
+
+
+def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed interface
+    experiment_ids: Sequence[str | int],
+    filter_string: str | None,
+    run_view_type: str | int | None,
+    max_results: int | None,
+    order_by: Sequence[str] | None,
+    page_token: str | None,
+) -> SearchPlan:
+    """Compile a SearchRuns request into a query selecting one page of run ids, plus one."""
+    limit = check_max_results(max_results, default=RUNS_DEFAULT_MAX_RESULTS)
+    ids = _experiment_ids(experiment_ids)
+    stages = lifecycle_stages(run_view_type, "run_view_type")
+    predicates = parse_run_filter(filter_string)
+    ordering = parse_run_order_by(order_by)
+    offset = decode_page_token(page_token)
+    bind = _Binder()
+    where = [
+        f"r.experiment_id = ANY({bind(ids, 'bigint[]')})",
+        f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
+        *(_run_predicate(p, bind) for p in predicates),
+    ]
+    joins, terms = _run_order(ordering, bind)
+    sql = "\n".join(
+        [
+            "SELECT r.run_id",
+            "FROM runs AS r",
+            *joins,
+            "WHERE " + "\n  AND ".join(where),
+            "ORDER BY " + ", ".join(terms),
+            _page_sql(bind, limit, offset),
+        ]
+    )
+    return SearchPlan(sql=sql, args=bind.args, limit=limit, offset=offset)
+
+
+def compile_experiment_search(
+    filter_string: str | None,
+    view_type: str | int | None,
+    max_results: int | None,
+    order_by: Sequence[str] | None,
+    page_token: str | None,
+) -> SearchPlan:
+    """Compile a SearchExperiments request into a query selecting one page of ids, plus one."""
+    limit = check_max_results(max_results, default=None)
+    stages = lifecycle_stages(view_type, "view_type")
+    predicates = parse_experiment_filter(filter_string)
+    ordering = parse_experiment_order_by(order_by)
+    offset = decode_page_token(page_token)
+    bind = _Binder()
+    where = [
+        f"e.lifecycle_stage = ANY({bind(stages, 'text[]')})",
+        *(_experiment_predicate(p, bind) for p in predicates),
+    ]
+    terms: list[str] = []
+    for key in ordering:
+        expr, text, nullable = _EXPERIMENT_COLUMNS[key.key]
+        terms += _sort_terms(expr, text, nullable, key.ascending)
+    sql = "\n".join(
+        [
+            "SELECT e.experiment_id",
+            "FROM experiments AS e",
+            "WHERE " + "\n  AND ".join(where),
+            "ORDER BY " + ", ".join(terms),
+            _page_sql(bind, limit, offset),
+        ]
+    )
+    return SearchPlan(sql=sql, args=bind.args, limit=limit, offset=offset)

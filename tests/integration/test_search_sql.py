@@ -1,0 +1,283 @@
+"""Compiled searches run against the real read models in PostgreSQL, with MLflow's semantics."""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+import pytest
+
+from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
+
+pytestmark = pytest.mark.integration
+
+NAN = math.nan
+
+# run_id, experiment, run_name column, start, end, status, lifecycle
+RUNS = [
+    ("run-a", 1, "alpha", 100, None, "FINISHED", "active"),
+    ("run-b", 1, "beta", 200, None, "RUNNING", "active"),
+    ("run-c", 1, "gamma", 200, 250, "FAILED", "active"),
+    ("run-d", 1, "delta", 50, 60, "FINISHED", "active"),
+    ("run-e", 1, "eps", 300, None, "FINISHED", "deleted"),
+    ("run-f", 2, "phi", 400, None, "FINISHED", "active"),
+]
+METRICS = [  # latest values; run-c has no acc, run-d no loss
+    ("run-a", "acc", 0.9),
+    ("run-a", "loss", NAN),
+    ("run-b", "acc", 0.5),
+    ("run-b", "loss", 1.0),
+    ("run-c", "loss", 2.0),
+    ("run-d", "acc", NAN),
+    ("run-e", "acc", 0.99),
+    ("run-f", "acc", 0.7),
+]
+PARAMS = [
+    ("run-a", "lr", "0.1"),
+    ("run-a", "path", "C:\\dir"),
+    ("run-a", "pattern", "50%_x"),
+    ("run-b", "lr", "0.01"),
+    ("run-b", "pattern", "50ab"),
+    ("run-d", "lr", "0.1"),
+    ("run-d", "pattern", "5%"),
+    ("run-c", "long", "v" * 300 + "1"),  # longer than the 200-character index prefix
+]
+TAGS = [
+    # the mlflow.runName tag is what `attributes.run_name` matches; run-b's differs from its column
+    ("run-a", "mlflow.runName", "alpha"),
+    ("run-b", "mlflow.runName", "beta-tag"),
+    ("run-d", "mlflow.runName", "delta"),
+    ("run-a", "mlflow.rootRunId", "run-a"),
+    ("run-b", "mlflow.rootRunId", "run-a"),
+    ("run-b", "mlflow.parentRunId", "run-a"),
+    ("run-c", "mlflow.rootRunId", "run-c"),
+    ("run-d", "mlflow.rootRunId", "run-d"),
+    ("run-a", "team", "x"),
+    ("run-b", "team", "y"),
+    ("run-d", "team", "X"),
+]
+DATASETS = [  # run_id, name, digest, context
+    ("run-a", "ds1", "d1", "train"),
+    ("run-a", "ds2", "d2", "eval"),
+    ("run-b", "ds2", "d2", None),
+]
+EXPERIMENTS = [  # id, name, lifecycle, creation_time, last_update_time
+    (1, "alpha-exp", "active", 10, 15),
+    (2, "Beta-exp", "active", 20, 40),
+    (3, "gamma", "deleted", 30, 30),
+    (4, "delta", "active", 20, 20),
+]
+EXPERIMENT_TAGS = [(1, "team", "a"), (2, "team", "b"), (4, "team", "a")]
+
+
+@pytest.fixture
+async def db(read_db: asyncpg.Connection) -> asyncpg.Connection:
+    """Return the read models filled with the runs and experiments above."""
+    await read_db.executemany(
+        "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, "
+        "end_time, artifact_uri, lifecycle_stage, root_run_id) "
+        "VALUES ($1, $2, $3, 'u', $6, $4, $5, 'file:///a', $7, $1)",
+        RUNS,
+    )
+    await read_db.executemany(
+        "INSERT INTO latest_metrics (run_id, key, value, ts, step) VALUES ($1, $2, $3, 0, 0)",
+        METRICS,
+    )
+    await read_db.executemany("INSERT INTO params VALUES ($1, $2, $3)", PARAMS)
+    await read_db.executemany("INSERT INTO tags VALUES ($1, $2, $3)", TAGS)
+    await read_db.executemany(
+        "INSERT INTO run_dataset_inputs (run_id, name, digest, source_type, source, context) "
+        "VALUES ($1, $2, $3, 'local', 's', $4)",
+        DATASETS,
+    )
+    await read_db.executemany(
+        "INSERT INTO experiments VALUES ($1, $2, 'file:///x', $3, $4, $5)", EXPERIMENTS
+    )
+    await read_db.executemany("INSERT INTO experiment_tags VALUES ($1, $2, $3)", EXPERIMENT_TAGS)
+    return read_db
+
+
+async def fetch(db: asyncpg.Connection, plan: SearchPlan) -> tuple[list[str], str | None]:
+    rows = await db.fetch(plan.sql, *plan.args)
+    return plan.page([str(row[0]) for row in rows])
+
+
+async def runs(
+    db: asyncpg.Connection,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    view: str = "ACTIVE_ONLY",
+    experiment_ids: tuple[str, ...] = ("1",),
+) -> list[str]:
+    plan = compile_run_search(list(experiment_ids), filter_string, view, 1000, order_by, None)
+    ids, token = await fetch(db, plan)
+    assert token is None
+    return ids
+
+
+async def test_default_order_is_start_time_desc_then_run_id(db: asyncpg.Connection) -> None:
+    assert await runs(db) == ["run-b", "run-c", "run-a", "run-d"]
+    assert await runs(db, experiment_ids=("1", "2")) == [
+        "run-f", "run-b", "run-c", "run-a", "run-d"
+    ]  # fmt: skip
+    assert await runs(db, experiment_ids=()) == []
+
+
+async def test_view_types(db: asyncpg.Connection) -> None:
+    assert await runs(db, view="DELETED_ONLY") == ["run-e"]
+    assert await runs(db, view="ALL") == ["run-e", "run-b", "run-c", "run-a", "run-d"]
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "expected"),
+    [
+        ("metrics.acc > 0.6", ["run-a"]),  # NaN is above every number in PostgreSQL, not here
+        ("metrics.acc >= 0.5", ["run-b", "run-a"]),
+        ("metrics.acc <= 1", ["run-b", "run-a"]),
+        ("metrics.acc = 0.5", ["run-b"]),
+        ("metrics.acc != 0.5", ["run-a", "run-d"]),  # NaN matches `!=`; run-c has no acc
+        ("metrics.loss > -1e999", ["run-b", "run-c"]),
+        ("metrics.loss < 1e999", ["run-b", "run-c"]),
+        ("metrics.acc > 0.6 AND metrics.loss != 5", ["run-a"]),
+    ],
+)
+async def test_metric_filters(
+    db: asyncpg.Connection, filter_string: str, expected: list[str]
+) -> None:
+    assert await runs(db, filter_string) == expected
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "expected"),
+    [
+        ("params.lr = '0.1'", ["run-a", "run-d"]),
+        ("params.lr != '0.1'", ["run-b"]),  # only runs that have the param
+        ("params.lr IS NULL", ["run-c"]),
+        ("params.lr IS NOT NULL", ["run-b", "run-a", "run-d"]),
+        ("params.pattern LIKE '50%'", ["run-b", "run-a"]),  # % and _ are wildcards
+        ("params.pattern LIKE '5_'", ["run-d"]),
+        ("params.path LIKE 'C:\\dir'", ["run-a"]),  # backslash is literal, not an escape
+        ("params.path = 'C:\\dir'", ["run-a"]),
+        ("params.long = '" + "v" * 300 + "1'", ["run-c"]),
+        ("params.long = '" + "v" * 300 + "2'", []),
+        ("tags.team = 'x'", ["run-a"]),  # case-sensitive
+        ("tags.team LIKE 'x'", ["run-a"]),
+        ("tags.team ILIKE 'x'", ["run-a", "run-d"]),
+        ("tags.mlflow.rootRunId = 'run-a'", ["run-b", "run-a"]),
+        ("tags.mlflow.parentRunId IS NULL", ["run-c", "run-a", "run-d"]),
+        ("tags.\"mlflow.parentRunId\" = 'run-a'", ["run-b"]),
+        ("attributes.run_name = 'beta-tag'", ["run-b"]),  # the tag, not the column
+        ("attributes.run_name = 'beta'", []),
+        ("`Run name` LIKE 'al%'", ["run-a"]),
+        ("attributes.run_name != 'zzz'", ["run-b", "run-a", "run-d"]),  # run-c has no tag
+        ("run_id IN ('run-a', 'run-d', 'nope')", ["run-a", "run-d"]),
+        ("run_id NOT IN ('run-a')", ["run-b", "run-c", "run-d"]),
+        ("attributes.status = 'FINISHED'", ["run-a", "run-d"]),
+        ("status = 'finished'", []),
+        ("status ILIKE 'fin%'", ["run-a", "run-d"]),
+        ("start_time > 100", ["run-b", "run-c"]),
+        ("created >= 200", ["run-b", "run-c"]),
+        ("start_time > 99.5", ["run-b", "run-c", "run-a"]),
+        ("start_time < 99999999999999999999", ["run-b", "run-c", "run-a", "run-d"]),
+        ("end_time != 60", ["run-c"]),  # running runs have no end_time
+        ("datasets.context = 'train'", ["run-a"]),
+        ("datasets.name IN ('ds1', 'ds2')", ["run-b", "run-a"]),
+        ("datasets.digest NOT IN ('d1')", ["run-b", "run-a"]),
+        ("datasets.name = 'ds2' AND datasets.context = 'train'", ["run-a"]),
+        ("params.lr = '0.1' AND tags.team = 'X' AND metrics.acc != 0", ["run-d"]),
+    ],
+)
+async def test_filters(db: asyncpg.Connection, filter_string: str, expected: list[str]) -> None:
+    assert await runs(db, filter_string) == expected
+
+
+@pytest.mark.parametrize(
+    ("order_by", "expected"),
+    [
+        # numbers, then NaN, then runs without the metric, in both directions
+        (["metrics.acc DESC"], ["run-a", "run-b", "run-d", "run-c"]),
+        (["metrics.acc ASC"], ["run-b", "run-a", "run-d", "run-c"]),
+        (["metrics.loss"], ["run-b", "run-c", "run-a", "run-d"]),
+        # missing params last both ways; ties fall back to start_time DESC
+        (["params.lr ASC"], ["run-b", "run-a", "run-d", "run-c"]),
+        (["params.lr DESC"], ["run-a", "run-d", "run-b", "run-c"]),
+        (["end_time ASC"], ["run-d", "run-c", "run-b", "run-a"]),
+        (["end_time DESC"], ["run-c", "run-d", "run-b", "run-a"]),
+        (["tags.team DESC", "start_time ASC"], ["run-b", "run-a", "run-d", "run-c"]),
+        (["start_time ASC"], ["run-d", "run-a", "run-b", "run-c"]),
+        (["attributes.run_id DESC"], ["run-d", "run-c", "run-b", "run-a"]),
+        (["run_name"], ["run-a", "run-b", "run-d", "run-c"]),  # the column: alpha beta delta gamma
+    ],
+)
+async def test_ordering(db: asyncpg.Connection, order_by: list[str], expected: list[str]) -> None:
+    assert await runs(db, order_by=order_by) == expected
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 4, 5])
+async def test_pages_walk_the_whole_order(db: asyncpg.Connection, page_size: int) -> None:
+    seen: list[str] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        plan = compile_run_search(["1"], "", "ALL", page_size, ["metrics.acc DESC"], token)
+        ids, token = await fetch(db, plan)
+        seen += ids
+        pages += 1
+        if token is None:
+            break
+        assert len(ids) == page_size
+    assert seen == ["run-e", "run-a", "run-b", "run-d", "run-c"]
+    # an exactly full last page carries no token: 5 runs in pages of 5 is one page
+    assert pages == math.ceil(5 / page_size)
+
+
+async def experiments(
+    db: asyncpg.Connection,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    view: str = "ACTIVE_ONLY",
+) -> list[str]:
+    plan = compile_experiment_search(filter_string, view, 1000, order_by, None)
+    ids, token = await fetch(db, plan)
+    assert token is None
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "order_by", "view", "expected"),
+    [
+        ("", None, "ACTIVE_ONLY", ["2", "4", "1"]),  # creation_time DESC, experiment_id ASC
+        ("", None, "ALL", ["3", "2", "4", "1"]),
+        ("", None, "DELETED_ONLY", ["3"]),
+        ("", ["name"], "ACTIVE_ONLY", ["2", "1", "4"]),  # byte order: 'B' < 'a'
+        ("", ["creation_time"], "ACTIVE_ONLY", ["1", "4", "2"]),  # ties: experiment_id DESC
+        ("", ["last_update_time DESC"], "ALL", ["2", "3", "4", "1"]),
+        ("name LIKE '%exp'", None, "ACTIVE_ONLY", ["2", "1"]),
+        ("name ILIKE 'beta%'", None, "ACTIVE_ONLY", ["2"]),
+        ("name != 'delta'", None, "ACTIVE_ONLY", ["2", "1"]),
+        ("tags.team = 'a'", None, "ACTIVE_ONLY", ["4", "1"]),
+        ("tags.team IS NULL", None, "ALL", ["3"]),
+        ("experiment_id IN ('1', '4')", None, "ACTIVE_ONLY", ["4", "1"]),
+        ("experiment_id != '2'", None, "ACTIVE_ONLY", ["4", "1"]),
+        ("creation_time >= 20 AND tags.team != 'b'", None, "ACTIVE_ONLY", ["4"]),
+    ],
+)
+async def test_experiment_search(
+    db: asyncpg.Connection,
+    filter_string: str,
+    order_by: list[str] | None,
+    view: str,
+    expected: list[str],
+) -> None:
+    assert await experiments(db, filter_string, order_by, view) == expected
+
+
+async def test_experiment_pages(db: asyncpg.Connection) -> None:
+    plan = compile_experiment_search("", "ACTIVE_ONLY", 2, None, None)
+    first, token = await fetch(db, plan)
+    assert first == ["2", "4"]
+    assert token is not None
+    plan = compile_experiment_search("", "ACTIVE_ONLY", 2, None, token)
+    assert await fetch(db, plan) == (["1"], None)
+    plan = compile_experiment_search("", "ACTIVE_ONLY", 3, None, None)
+    assert await fetch(db, plan) == (["2", "4", "1"], None)

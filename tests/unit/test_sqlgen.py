@@ -1,0 +1,398 @@
+"""Compiling searches to SQL: user text only ever in args, pagination, limits, view types."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.sqlgen import (
+    SearchPlan,
+    compile_experiment_search,
+    compile_run_search,
+    decode_page_token,
+    encode_page_token,
+)
+from ingest.errors import MlflowError
+
+# The only quoted text compiled SQL may hold; everything else a user wrote must be an argument.
+_FIXED_LITERALS = ("'NaN'::float8", "ESCAPE ''", 'COLLATE "C"')
+
+
+def runs(
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    page_token: str | None = None,
+    max_results: int | None = 100,
+    view: str | int | None = "ACTIVE_ONLY",
+) -> SearchPlan:
+    return compile_run_search(["1"], filter_string, view, max_results, order_by, page_token)
+
+
+def experiments(
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    page_token: str | None = None,
+    max_results: int | None = 100,
+    view: str | int | None = "ACTIVE_ONLY",
+) -> SearchPlan:
+    return compile_experiment_search(filter_string, view, max_results, order_by, page_token)
+
+
+def flat_args(plan: SearchPlan) -> list[object]:
+    out: list[object] = []
+    for arg in plan.args:
+        out.extend(arg if isinstance(arg, list) else [arg])
+    return out
+
+
+def assert_sql_is_clean(plan: SearchPlan) -> None:
+    """Check the SQL holds no quote, comment or statement break other than our own literals."""
+    sql = plan.sql
+    for literal in _FIXED_LITERALS:
+        sql = sql.replace(literal, "")
+    for forbidden in ("'", '"', "`", ";", "--", "/*", "\\"):
+        assert forbidden not in sql, (forbidden, plan.sql)
+    numbers = sorted({int(n) for n in re.findall(r"\$(\d+)::", plan.sql)})
+    assert numbers == list(range(1, len(plan.args) + 1))
+
+
+def rejects(call: object, message: str) -> None:
+    with pytest.raises(MlflowError, match=re.escape(message)) as info:
+        call()  # type: ignore[operator]
+    assert info.value.http_status == 400
+
+
+# --- shape of the compiled query -------------------------------------------------------------
+
+
+def test_default_run_search() -> None:
+    plan = compile_run_search(["1", "2"], "", "ACTIVE_ONLY", 10, [], None)
+    assert plan.sql.startswith("SELECT r.run_id\nFROM runs AS r\n")
+    assert 'ORDER BY r.start_time DESC, r.run_id COLLATE "C" ASC' in plan.sql
+    assert plan.args == [[1, 2], ["active"], 11, 0]
+    assert (plan.limit, plan.offset) == (10, 0)
+    assert_sql_is_clean(plan)
+
+
+def test_every_run_predicate_kind_compiles_clean() -> None:
+    plan = runs(
+        "metrics.acc > 0.5 AND params.lr = '0.1' AND tags.t IS NULL AND params.p IS NOT NULL "
+        "AND attributes.run_name LIKE 'a%' AND run_id IN ('a', 'b') AND run_id NOT IN ('c') "
+        "AND datasets.context = 'train' AND datasets.name IN ('d') AND end_time != 5 "
+        "AND start_time > 1.5 AND created <= 99999999999999999999 AND status ILIKE 'fin%' "
+        "AND user_id != 'u' AND artifact_uri = 'x'",
+        order_by=["metrics.acc DESC", "params.lr", "tags.t DESC", "end_time", "run_name"],
+    )
+    assert_sql_is_clean(plan)
+    assert "NOT EXISTS (SELECT 1 FROM tags AS k" in plan.sql
+    assert "r.run_id = ANY($" in plan.sql
+    assert "NOT (r.run_id = ANY($" in plan.sql
+    assert "::numeric" in plan.sql  # a start_time beyond bigint compares without overflow
+
+
+def test_run_name_matches_the_run_name_tag() -> None:
+    plan = runs("attributes.run_name = 'my-run'")
+    assert "FROM tags AS k" in plan.sql
+    assert "r.run_name" not in plan.sql
+    assert plan.args[2:4] == ["mlflow.runName", "my-run"]
+
+
+def test_param_and_tag_equality_use_the_prefix_index() -> None:
+    sql = runs("params.p = 'v' AND tags.t = 'w' AND params.q != 'x'").sql
+    assert "left(k.value, 200) = left($4::text, 200) AND k.value = $4::text" in sql
+    assert "left(k.value, 200) = left($6::text, 200) AND k.value = $6::text" in sql
+    assert "left(k.value, 200) = left($8" not in sql
+
+
+def test_run_name_order_uses_the_column() -> None:
+    assert 'r.run_name COLLATE "C" ASC' in runs(order_by=["attributes.run_name"]).sql
+
+
+@pytest.mark.parametrize("op", ["=", "<", "<=", ">", ">="])
+def test_nan_metrics_never_match_value_comparisons(op: str) -> None:
+    assert "k.value <> 'NaN'::float8" in runs(f"metrics.m {op} 1").sql
+
+
+def test_nan_metrics_match_not_equal() -> None:
+    sql = runs("metrics.m != 1").sql
+    assert "k.value <> $4::float8" in sql
+    assert "'NaN'" not in sql.split("WHERE", 1)[1].split("ORDER BY")[0]
+
+
+def test_metric_order_puts_nan_after_numbers_and_missing_last() -> None:
+    sql = runs(order_by=["metrics.m DESC"]).sql
+    assert "LEFT JOIN latest_metrics AS o1 ON o1.run_id = r.run_id AND o1.key = $" in sql
+    assert (
+        "CASE WHEN o1.value IS NULL THEN 2 WHEN o1.value = 'NaN'::float8 THEN 1 ELSE 0 END, "
+        "o1.value DESC" in sql
+    )
+
+
+def test_like_and_ilike_pass_the_pattern_as_is() -> None:
+    plan = runs("params.p LIKE '50\\%_x' AND tags.t ILIKE '%A_'")
+    assert "LIKE $4::text ESCAPE ''" in plan.sql
+    assert "ILIKE $6::text ESCAPE ''" in plan.sql
+    assert plan.args[3] == "50\\%_x"
+    assert plan.args[5] == "%A_"
+
+
+def test_a_trailing_backslash_stays_in_the_value() -> None:
+    # MLflow's quoting regex reads `\'` as an escaped quote only while a later quote closes
+    plan = runs("params.path = 'C:\\'")
+    assert plan.args[3] == "C:\\"
+
+
+def test_start_time_order_is_not_repeated() -> None:
+    sql = runs(order_by=["start_time ASC"]).sql
+    assert 'ORDER BY r.start_time ASC, r.run_id COLLATE "C" ASC' in sql
+
+
+def test_experiment_search() -> None:
+    plan = experiments(
+        "name LIKE 'x%' AND tags.t = 'v' AND experiment_id IN ('1', '2') AND "
+        "experiment_id != '3' AND creation_time > 5 AND tags.z IS NOT NULL",
+        order_by=["name"],
+        page_token=encode_page_token(10),
+        view="ALL",
+    )
+    assert_sql_is_clean(plan)
+    assert plan.sql.startswith("SELECT e.experiment_id\nFROM experiments AS e\n")
+    assert 'ORDER BY e.name COLLATE "C" ASC, e.experiment_id DESC' in plan.sql
+    assert plan.args[0] == ["active", "deleted"]
+    assert [1, 2] in plan.args
+    assert plan.args[-2:] == [101, 10]
+
+
+def test_experiment_default_order() -> None:
+    sql = experiments().sql
+    assert "ORDER BY e.creation_time DESC, e.experiment_id ASC" in sql
+
+
+# --- user text never reaches the SQL ---------------------------------------------------------
+
+HOSTILE = [
+    "x'; DROP TABLE runs; --",
+    "x`y",
+    'q"q',
+    "a -- b",
+    "a /* b */ c",
+    "$1 OR 1=1",
+    "$$ $tag$",
+    "naïve ☃ 𝄞 \u2028",
+    "50%_\\ x",
+    "\\' OR 1=1",
+    "x" * 10_000,
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_keys_and_values_only_travel_as_args(hostile: str) -> None:
+    # Keys: backticks quote anything but a backtick, double quotes anything but a double quote.
+    key = f"`{hostile}`" if "`" not in hostile else f'"{hostile}"'
+    value = f"'{hostile}'" if "'" not in hostile else f'"{hostile}"'
+    if "`" in hostile and '"' in hostile:
+        pytest.skip("no MLflow quoting holds both backticks and double quotes")
+    filters = [
+        f"params.{key} = {value}",
+        f"tags.{key} LIKE {value}",
+        f"metrics.{key} > 1",
+        f"run_id IN ({value}, 'b')",
+        f"datasets.digest = {value}",
+        f"attributes.run_name ILIKE {value}",
+    ]
+    plan = runs(" AND ".join(filters), order_by=[f"params.{key} DESC", f"metrics.{key}"])
+    assert_sql_is_clean(plan)
+    assert hostile not in plan.sql
+    assert hostile in flat_args(plan)
+
+    plan = experiments(f"tags.{key} = {value} AND name LIKE {value}")
+    assert_sql_is_clean(plan)
+    assert hostile in flat_args(plan)
+
+
+# Without quotes of their kind (and without `\`, which MLflow's quoting lets escape a quote).
+_NO_QUOTES = st.text(
+    st.characters(blacklist_characters="'`\\\x00", blacklist_categories=["Cs"]), min_size=1
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=_NO_QUOTES, value=_NO_QUOTES)
+def test_any_key_and_value_only_travel_as_args(key: str, value: str) -> None:
+    plan = runs(f"params.`{key}` = '{value}' AND tags.`{key}` != '{value}'", [f"tags.`{key}`"])
+    assert_sql_is_clean(plan)
+    args = flat_args(plan)
+    assert key in args
+    assert value in args
+
+
+# --- pagination (MLflow's test_pagination and test_invalid_page_tokens) ----------------------
+
+
+def test_page_token_is_mlflow_format() -> None:
+    assert encode_page_token(5) == "eyJvZmZzZXQiOiA1fQ=="
+    assert decode_page_token("eyJvZmZzZXQiOiA1fQ==") == 5
+    assert decode_page_token(base64.b64encode(b'{"offset": "7"}').decode()) == 7
+    assert decode_page_token(None) == 0
+    assert decode_page_token("") == 0
+
+
+def _token(value: object) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _token({}),
+        _token({"offset": "a"}),
+        _token({"offsoot": 7}),
+        _token({"offset": 0}),
+        _token({"offset": -5}),
+        _token({"offset": True}),
+        _token({"offset": 1.5}),
+        _token({"offset": 2**70}),
+        _token([1]),
+        _token("offset"),
+        base64.b64encode(b"not json").decode(),
+        base64.b64encode(b"[" * 300).decode(),
+        base64.b64encode(b"\xff\xfe").decode(),
+        "not base64",
+        "eyJvZmZzZXQiOiA1fQ",
+        "é",
+        "A" * 10_000,
+    ],
+)
+def test_invalid_page_tokens(token: str) -> None:
+    rejects(lambda: decode_page_token(token), "Invalid page token")
+    rejects(lambda: runs(page_token=token), "Invalid page token")
+
+
+@pytest.mark.parametrize(
+    ("offset", "max_results", "rows", "page", "next_offset"),
+    [
+        (0, 1, 3, [0], 1),
+        (0, 2, 3, [0, 1], 2),
+        (0, 3, 3, [0, 1, 2], None),
+        (0, 5, 3, [0, 1, 2], None),
+        (1, 1, 2, [1], 2),
+        (1, 2, 2, [1, 2], None),
+        (2, 1, 1, [2], None),
+        (3, 1, 0, [], None),
+    ],
+)
+def test_pagination(
+    offset: int, max_results: int, rows: int, page: list[int], next_offset: int | None
+) -> None:
+    token = encode_page_token(offset) if offset else None
+    plan = runs(page_token=token, max_results=max_results)
+    assert plan.args[-2:] == [max_results + 1, offset]
+    # the database returns at most limit + 1 of the rows from `offset` on
+    fetched = list(range(offset, offset + min(rows, max_results + 1)))
+    got, next_token = plan.page(fetched)
+    assert got == page
+    assert (decode_page_token(next_token) if next_token else None) == next_offset
+
+
+# --- limits, view types, experiment ids ------------------------------------------------------
+
+
+def test_max_results() -> None:
+    assert runs(max_results=None).limit == 1000
+    assert runs(max_results=50_000).limit == 50_000
+    rejects(lambda: runs(max_results=0), "Invalid value 0 for parameter 'max_results' supplied")
+    rejects(lambda: runs(max_results=-1), "It must be a positive integer")
+    rejects(lambda: runs(max_results=50_001), "Invalid value 50001 for parameter 'max_results'")
+    rejects(lambda: runs(max_results=True), "It must be a positive integer")
+    assert experiments(max_results=1).limit == 1
+    rejects(lambda: experiments(max_results=None), "Invalid value 0 for parameter 'max_results'")
+    rejects(lambda: experiments(max_results=0), "It must be a positive integer")
+    rejects(lambda: experiments(max_results=50_001), "It must be at most 50000")
+
+
+@pytest.mark.parametrize(
+    ("view", "stages"),
+    [
+        (None, ["active"]),
+        ("ACTIVE_ONLY", ["active"]),
+        ("deleted_only", ["deleted"]),
+        ("ALL", ["active", "deleted"]),
+        (1, ["active"]),
+        (2, ["deleted"]),
+        (3, ["active", "deleted"]),
+    ],
+)
+def test_view_types(view: str | int | None, stages: list[str]) -> None:
+    assert runs(view=view).args[1] == stages
+    assert experiments(view=view).args[0] == stages
+
+
+@pytest.mark.parametrize("view", ["BOTH", "", 0, 4, True])
+def test_bad_view_type(view: str | int) -> None:
+    rejects(lambda: runs(view=view), "for parameter 'run_view_type' supplied")
+    rejects(lambda: experiments(view=view), "for parameter 'view_type' supplied")
+
+
+def test_experiment_ids() -> None:
+    plan = compile_run_search(["0", 7, " 12 "], None, None, None, None, None)
+    assert plan.args[0] == [0, 7, 12]
+    assert compile_run_search([], None, None, None, None, None).args[0] == []
+    for bad in ("abc", "1.5", "99999999999999999999", "", "9" * 5000):
+        rejects(
+            lambda bad=bad: compile_run_search([bad], None, None, None, None, None),
+            "Experiment ID must be a valid integer.",
+        )
+
+
+# --- nothing but MlflowError, whatever comes in ----------------------------------------------
+
+_WORDS = st.sampled_from(
+    [
+        "metrics.m",
+        "params.p",
+        "tags.t",
+        "run_id",
+        "name",
+        "experiment_id",
+        "created",
+        " AND ",
+        " IN ",
+        "('1')",
+        "=",
+        "!=",
+        ">",
+        "'x'",
+        "1",
+        " IS NULL",
+        " LIKE ",
+        "`",
+        ";",
+        "(",
+        " DESC",
+    ]
+)
+_SOUP = st.lists(_WORDS, max_size=10).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    filter_string=st.text() | _SOUP,
+    order_by=st.lists(st.text(max_size=30) | _SOUP, max_size=3),
+    token=st.none()
+    | st.text(max_size=40)
+    | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()),
+    max_results=st.integers(min_value=-5, max_value=60_000),
+)
+def test_compile_raises_only_mlflow_errors(
+    filter_string: str, order_by: list[str], token: str | None, max_results: int
+) -> None:
+    with contextlib.suppress(MlflowError):
+        assert_sql_is_clean(runs(filter_string, order_by, token, max_results))
+    with contextlib.suppress(MlflowError):
+        assert_sql_is_clean(experiments(filter_string, order_by, token, max_results))
