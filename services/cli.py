@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 import asyncpg
+import uvloop
 
 from deploy.local.process import StackError
 from deploy.local.stack import LocalStack
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in commands:
             return commands[args.command](settings)
         roles = frozenset(ROLES) if args.command == "serve" else frozenset({args.command})
-        asyncio.run(run_roles(settings, roles))
+        uvloop.run(run_roles(settings, roles))
     except (StackError, UnavailableError) as exc:
         print(f"runstream {args.command}: {exc}", file=sys.stderr)
         return 1

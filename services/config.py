@@ -51,11 +51,13 @@ class Settings:
     topic: str
     partitions: int
     dead_letter_topic: str
+    delivery_timeout_s: float
     consumer_group: str
     registry_schema: str
     read_schema: str
     http_host: str
     http_port: int
+    reuse_port: bool
     artifact_root: str
     truncate_long_values: bool
     log_level: str
@@ -87,11 +89,13 @@ class Settings:
             topic=topic,
             partitions=partitions,
             dead_letter_topic=env.get("RUNSTREAM_DEAD_LETTER_TOPIC") or f"{topic}.dead-letter",
+            delivery_timeout_s=_int(env, "RUNSTREAM_DELIVERY_TIMEOUT_MS", 15000) / 1000,
             consumer_group=env.get("RUNSTREAM_CONSUMER_GROUP") or "runstream-projector",
             registry_schema=env.get("RUNSTREAM_REGISTRY_SCHEMA") or "runstream_registry",
             read_schema=env.get("RUNSTREAM_READ_SCHEMA") or "runstream_read",
             http_host=env.get("RUNSTREAM_HOST") or "127.0.0.1",
             http_port=_int(env, "RUNSTREAM_PORT", 5000),
+            reuse_port=_bool(env, "RUNSTREAM_REUSE_PORT", False),
             artifact_root=env.get("RUNSTREAM_ARTIFACT_ROOT") or (state_dir / "artifacts").as_uri(),
             truncate_long_values=_bool(env, "RUNSTREAM_TRUNCATE_LONG_VALUES", True),
             log_level=(env.get("RUNSTREAM_LOG_LEVEL") or "info").lower(),

@@ -6,23 +6,66 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
+import asyncpg
 import structlog
 from aiohttp import web
 
+from ingest.gateway import Gateway
+from ingest.lifecycle import ActiveRuns
+from ingest.producer import EventProducer
+from ingest.registry import Registry
 from services.config import Settings
+from services.http import mlflow_errors
 
 log = structlog.get_logger(__name__)
 
 ROLES = ("ingest", "projector", "api")
+# Bodies beyond this get 413; a full log-batch (1000 metrics) is ~150 KB, a dataset profile
+# may be up to 16 MiB (MLflow's limit), so the cap sits just above that.
+MAX_BODY_BYTES = 17 * 1024 * 1024
 
 
 async def _health(_: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-def build_app(settings: Settings, roles: frozenset[str]) -> web.Application:
-    """Return the HTTP application serving the given roles' routes."""
-    app = web.Application(client_max_size=32 * 1024 * 1024)
+async def open_pool(dsn: str, schema: str, *, max_size: int = 20) -> asyncpg.Pool:
+    """Return a connection pool whose search_path is `schema`."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        server_settings={"search_path": schema},
+        command_timeout=60,
+    )
+    return pool
+
+
+async def start_gateway(settings: Settings, stack: AsyncExitStack) -> Gateway:
+    """Open what the ingest gateway needs (closed by `stack`) and return it."""
+    pool = await open_pool(settings.database_url, settings.registry_schema)
+    stack.push_async_callback(pool.close)
+    producer = EventProducer(
+        settings.kafka_bootstrap, settings.topic, delivery_timeout_s=settings.delivery_timeout_s
+    )
+    await stack.enter_async_context(producer)
+    registry = Registry(pool)
+    active = await stack.enter_async_context(ActiveRuns(registry, settings.database_url))
+    gateway = Gateway(
+        registry,
+        producer,
+        active,
+        artifact_root=settings.artifact_root,
+        truncate_long_values=settings.truncate_long_values,
+    )
+    if await gateway.ensure_default_experiment():
+        log.info("default_experiment_created")
+    return gateway
+
+
+def new_app() -> web.Application:
+    """Return an application with the health route and MLflow-shaped errors."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[mlflow_errors])
     app.router.add_get("/health", _health)
     return app
 
@@ -37,11 +80,19 @@ async def run_roles(settings: Settings, roles: frozenset[str], *, shutdown_s: fl
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
-        app = build_app(settings, roles)
+        app = new_app()
+        if "ingest" in roles:
+            (await start_gateway(settings, stack)).add_routes(app)
         runner = web.AppRunner(app, shutdown_timeout=shutdown_s, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            settings.http_host,
+            settings.http_port,
+            reuse_address=True,
+            reuse_port=settings.reuse_port,
+        )
         await site.start()
         log.info("serving", roles=sorted(roles), url=settings.tracking_uri)
         await stop.wait()

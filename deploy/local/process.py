@@ -48,28 +48,31 @@ def read_pid(pid_file: Path) -> int | None:
         return None
     except PermissionError:
         return pid
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        done = 0
-    return None if done == pid else pid
+    return pid
 
 
 def spawn(argv: Sequence[str], log_file: Path, pid_file: Path, cwd: Path) -> int:
-    """Start argv in its own session, output appended to log_file; record its pid."""
+    """Start argv as a daemon (not our child, its own session), output appended to log_file.
+
+    `setsid --fork` detaches it so it outlives this CLI and is never left as our zombie; the
+    shell records its own pid, which `exec` hands on to the daemon.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.unlink(missing_ok=True)
     with log_file.open("ab") as out:
-        proc = subprocess.Popen(  # a long-lived daemon: it outlives this CLI on purpose
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
+        subprocess.run(
+            ["setsid", "--fork", "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pid_file),
+             *argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            check=True,
         )
-    pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = read_pid(pid_file)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    raise StackError(f"{argv[0]} did not start (no pid in {pid_file})")
 
 
 def terminate(pid_file: Path, deadline_s: float = 60.0) -> bool:

@@ -18,10 +18,17 @@ CREATE TABLE experiment_tags (
     PRIMARY KEY (experiment_id, key)
 );
 
+-- A run's info as the write API must answer it (UpdateRun returns run_info).
 CREATE TABLE runs (
     run_id          text   PRIMARY KEY,
     experiment_id   bigint NOT NULL,
-    lifecycle_stage text   NOT NULL DEFAULT 'active'
+    lifecycle_stage text   NOT NULL DEFAULT 'active',
+    run_name        text   NOT NULL,
+    user_id         text   NOT NULL,
+    status          text   NOT NULL,
+    start_time      bigint NOT NULL,
+    end_time        bigint,
+    artifact_uri    text   NOT NULL
 );
 CREATE INDEX runs_experiment ON runs (experiment_id);
 
