@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import asyncpg
 import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from deploy.local.process import StackError
 from deploy.local.stack import LocalStack
@@ -18,7 +20,7 @@ from ingest.topics import ensure_topics
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
 from services.migrations import load, migrate
-from services.runtime import ROLES, run_roles
+from services.runtime import ROLES, RoleFailedError, run_roles
 
 # Each schema and the package whose migrations build it.
 SCHEMA_PACKAGES = (("registry_schema", "ingest"), ("read_schema", "projector"))
@@ -52,13 +54,48 @@ async def apply_migrations(settings: Settings) -> list[str]:
         await conn.close()
 
 
-async def _database_ok(settings: Settings) -> bool:
+_STORED_OFFSETS = "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1"
+
+
+async def _stored_offsets(settings: Settings) -> dict[int, int] | None:
+    """Return the projector's stored next offsets, or None if the database does not answer."""
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=5)
+        conn = await asyncpg.connect(
+            settings.database_url,
+            timeout=5,
+            server_settings={"search_path": settings.read_schema},
+        )
     except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await conn.close()
-    return True
+        return None
+    try:
+        rows = await conn.fetch(_STORED_OFFSETS, settings.topic)
+    except asyncpg.UndefinedTableError:
+        rows = []  # not migrated yet: nothing folded
+    finally:
+        await conn.close()
+    return {row["partition"]: row["next_offset"] for row in rows}
+
+
+async def _end_offsets(settings: Settings) -> dict[int, int] | None:
+    """Return the topic's end offsets, or None if the broker does not answer."""
+    # Subscribed without a group: start() waits for the topic's metadata, nothing is consumed.
+    consumer = AIOKafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=5000,
+        enable_auto_commit=False,
+    )
+    try:
+        async with asyncio.timeout(10):
+            await consumer.start()
+            partitions = consumer.partitions_for_topic(settings.topic)
+            parts = [TopicPartition(settings.topic, p) for p in sorted(partitions or ())]
+            ends = await consumer.end_offsets(parts) if parts else {}
+    except (KafkaError, TimeoutError, OSError):
+        return None
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 def _print(record: dict[str, object]) -> None:
@@ -97,37 +134,35 @@ def cmd_down(settings: Settings) -> int:
 
 
 def cmd_status(settings: Settings) -> int:
-    """Report whether the broker and the database answer; non-zero if either does not."""
+    """Report the broker, the database and the projector's lag; non-zero if a part is down."""
     local = local_stack(settings).status()
-    database = asyncio.run(_database_ok(settings))
-    try:
-        asyncio.run(
-            ensure_topics(
-                settings.kafka_bootstrap,
-                settings.topic,
-                settings.partitions,
-                settings.dead_letter_topic,
-                timeout_s=10,
-            )
-        )
-        kafka = True
-    except UnavailableError:
-        kafka = False
+    ends = asyncio.run(_end_offsets(settings))
+    stored = asyncio.run(_stored_offsets(settings))
+    lag = None
+    if ends is not None and stored is not None:
+        lag = {str(p): end - stored.get(p, 0) for p, end in sorted(ends.items())}
     _print(
         {
             "kafka": {
                 "bootstrap": settings.kafka_bootstrap,
-                "up": kafka,
+                "up": ends is not None,
                 "local_process": local.get("kafka"),
+                "topic": settings.topic,
+                "end_offsets": ends,
             },
             "postgres": {
                 "dsn": settings.database_url,
-                "up": database,
+                "up": stored is not None,
                 "local_process": local.get("postgres"),
+            },
+            "projector": {
+                "schema": settings.read_schema,
+                "lag": lag,
+                "total_lag": sum(lag.values()) if lag is not None else None,
             },
         }
     )
-    return 0 if kafka and database else 1
+    return 0 if ends is not None and stored is not None else 1
 
 
 def cmd_migrate(settings: Settings) -> int:
@@ -164,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args.command](settings)
         roles = frozenset(ROLES) if args.command == "serve" else frozenset({args.command})
         uvloop.run(run_roles(settings, roles))
-    except (StackError, UnavailableError) as exc:
+    except (StackError, UnavailableError, RoleFailedError) as exc:
         print(f"runstream {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

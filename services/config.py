@@ -52,9 +52,11 @@ class Settings:
     partitions: int
     dead_letter_topic: str
     delivery_timeout_s: float
+    linger_ms: int
     consumer_group: str
     registry_schema: str
     read_schema: str
+    read_wait_s: float
     http_host: str
     http_port: int
     reuse_port: bool
@@ -90,9 +92,11 @@ class Settings:
             partitions=partitions,
             dead_letter_topic=env.get("RUNSTREAM_DEAD_LETTER_TOPIC") or f"{topic}.dead-letter",
             delivery_timeout_s=_int(env, "RUNSTREAM_DELIVERY_TIMEOUT_MS", 15000) / 1000,
+            linger_ms=_int(env, "RUNSTREAM_KAFKA_LINGER_MS", 5),
             consumer_group=env.get("RUNSTREAM_CONSUMER_GROUP") or "runstream-projector",
             registry_schema=env.get("RUNSTREAM_REGISTRY_SCHEMA") or "runstream_registry",
             read_schema=env.get("RUNSTREAM_READ_SCHEMA") or "runstream_read",
+            read_wait_s=_int(env, "RUNSTREAM_READ_WAIT_MS", 5000) / 1000,
             http_host=env.get("RUNSTREAM_HOST") or "127.0.0.1",
             http_port=_int(env, "RUNSTREAM_PORT", 5000),
             reuse_port=_bool(env, "RUNSTREAM_REUSE_PORT", False),

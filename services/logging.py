@@ -52,3 +52,5 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(max(numeric, logging.INFO) if level != "debug" else logging.DEBUG)
     # aiohttp's access log is one line per request: too loud for a metrics firehose.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiokafka narrates every metadata refresh and group step at INFO.
+    logging.getLogger("aiokafka").setLevel(max(numeric, logging.WARNING))

@@ -3,6 +3,7 @@ restart keeps both."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -139,3 +140,26 @@ async def test_down_then_up_keeps_events_and_rows(stack: Settings, topic: str) -
     finally:
         await conn.close()
     assert found == 1
+
+
+def test_status_reports_broker_database_and_projector_lag(stack: Settings) -> None:
+    done = _cli("status")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["kafka"]["up"] is True
+    assert report["postgres"]["up"] is True
+    assert set(report["kafka"]["end_offsets"]) == {str(p) for p in range(stack.partitions)}
+    assert set(report["projector"]["lag"]) == set(report["kafka"]["end_offsets"])
+
+
+def test_status_fails_when_the_broker_is_unreachable(stack: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RUNSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["kafka"]["up"] is False
