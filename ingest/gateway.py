@@ -7,7 +7,6 @@ emit, inside the transaction that holds its reservation).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from ingest.codec import new_event_id
+from ingest.conventions import PARENT_TAG, RUN_NAME_TAG, TERMINAL_STATUSES, now_ms
 from ingest.entries import MetricEntry, TagEntry
 from ingest.errors import MlflowError
 from ingest.events import (
@@ -64,18 +64,10 @@ from ingest.requests import (
 )
 
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
-RUN_NAME_TAG = "mlflow.runName"
-PARENT_TAG = "mlflow.parentRunId"
-TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 _EMPTY = b"{}"
-
-
-def now_ms() -> int:
-    """Return the current UTC time in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def _tags(entries: Sequence[TagEntry]) -> tuple[Tag, ...]:
@@ -354,7 +346,7 @@ class Gateway:
         """Change a run's status, end time or name."""
         at = now_ms()
         events: list[Event] = []
-        if req.status in TERMINAL and req.end_time is not None:
+        if req.status in TERMINAL_STATUSES and req.end_time is not None:
             events.append(
                 RunEnded(
                     event_id=new_event_id(),

@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ingest.codec import encode_record
-from ingest.errors import UnavailableError
+from ingest.errors import MlflowError, UnavailableError
 from ingest.events import Event, partition_key
+from ingest.topics import MAX_RECORD_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,7 @@ class EventProducer:
             "enable_idempotence": True,
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_size,
-            "max_request_size": 8 * 1024 * 1024,
+            "max_request_size": MAX_RECORD_BYTES,
             "compression_type": compression,
             "request_timeout_ms": int(delivery_timeout_s * 1000),
         }
@@ -106,6 +107,12 @@ class EventProducer:
                     for key, group in group_by_key(events).items()
                 ]
                 await asyncio.gather(*futures)
+        except MessageSizeTooLargeError as exc:
+            # Retrying cannot help: the request itself is too big for one record.
+            raise MlflowError(
+                "INVALID_PARAMETER_VALUE",
+                f"The request is too large for the event log (limit {MAX_RECORD_BYTES} bytes).",
+            ) from exc
         except (KafkaError, TimeoutError, OSError) as exc:
             log.warning("emit_failed", error=repr(exc), events=len(events))
             raise UnavailableError(f"Kafka did not acknowledge the write: {exc!r}") from exc

@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ingest.errors import UnavailableError
@@ -13,7 +14,15 @@ from ingest.errors import UnavailableError
 log = structlog.get_logger(__name__)
 
 # The topic is the system of record (ARCHITECTURE.md decision 1): nothing may age out.
-SYSTEM_OF_RECORD = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+# A record holds one request's events: MLflow allows a dataset profile of 16 MiB in log-inputs
+# and a log-batch of ~1.4 MB, both over Kafka's 1 MiB default.
+MAX_RECORD_BYTES = 17 * 1024 * 1024
+SYSTEM_OF_RECORD = {
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "max.message.bytes": str(MAX_RECORD_BYTES),
+}
 
 
 async def ensure_topics(
@@ -30,6 +39,15 @@ async def ensure_topics(
                 NewTopic(dead_letter_topic, 1, 1, topic_configs=SYSTEM_OF_RECORD),
             ]
             missing = [t for t in wanted if t.name not in existing]
+            present = [t.name for t in wanted if t.name in existing]
+            if present:
+                # Topics made by an older version get today's settings (idempotent).
+                await admin.alter_configs(
+                    [
+                        ConfigResource(ConfigResourceType.TOPIC, name, SYSTEM_OF_RECORD)
+                        for name in present
+                    ]
+                )
             for new in missing:
                 try:
                     await admin.create_topics([new])

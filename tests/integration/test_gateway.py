@@ -353,3 +353,20 @@ async def test_wire_conventions(gateway: GatewayHarness) -> None:
     assert huge.status == 413
     metric = [e for e in await gateway.events() if isinstance(e, MetricLogged)][-1]
     assert (metric.value, metric.timestamp) == (1.5, 7)
+
+
+async def test_the_largest_log_batch_mlflow_allows_fits_one_record(
+    gateway: GatewayHarness,
+) -> None:
+    run = await gateway.run(await gateway.experiment())
+    await gateway.ok(
+        "runs/log-batch",
+        {
+            "run_id": run,
+            "params": [{"key": f"p{i}", "value": "v" * 6000} for i in range(100)],
+            "tags": [{"key": f"t{i}", "value": "w" * 8000} for i in range(100)],
+            "metrics": [{"key": f"m{i}", "value": i, "timestamp": 1} for i in range(800)],
+        },
+    )
+    events = [e for e in await gateway.events() if getattr(e, "run_id", None) == run]
+    assert len(events) == 1 + 100 + 100 + 800
