@@ -66,3 +66,19 @@ class UnavailableError(RunstreamError):
     """A dependency (Kafka, PostgreSQL) cannot take the request now; retry later."""
 
     retriable = True
+
+
+class EmitterClosedError(RunstreamError):
+    """The emitter is not running (not started, closing or closed); nothing was buffered."""
+
+
+class BufferFullError(RunstreamError):
+    """The emitter's buffer stayed full for the whole wait; nothing was buffered, so retry later."""
+
+    retriable = True
+
+
+class FlushTimeoutError(RunstreamError):
+    """Not every buffered event was acknowledged by the deadline."""
+
+    retriable = True
