@@ -1,0 +1,286 @@
+"""Read MLflow's entities out of the read models, set-based: a constant number of queries a page.
+
+A page of runs costs one query per table (runs, params, tags, latest metrics, dataset and model
+inputs), each over `ANY($1::text[])`, whatever the page size. Callers run a request's queries in
+one read-only REPEATABLE READ transaction, so a response never mixes two projector batches.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from api.sampling import sample_indices
+from api.schemas import (
+    Dataset,
+    DatasetInput,
+    Experiment,
+    KeyValue,
+    Metric,
+    MetricWithRunId,
+    ModelInput,
+    Run,
+    RunData,
+    RunInfo,
+    RunInputs,
+    RunOutputs,
+    wire_double,
+)
+from api.sqlgen import SearchPlan, encode_page_token
+
+__all__ = [
+    "experiment_by_name",
+    "experiments",
+    "metric_history",
+    "metric_history_bulk",
+    "metric_history_sampled",
+    "runs",
+    "search_ids",
+]
+
+_EXPERIMENT_COLUMNS = (
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
+)
+_EXPERIMENTS = f"""
+SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = ANY($1::bigint[])
+"""
+# Names are unique in the registry; the order only makes a broken invariant deterministic.
+_EXPERIMENT_BY_NAME = f"""
+SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1 ORDER BY experiment_id LIMIT 1
+"""
+_EXPERIMENT_TAGS = """
+SELECT experiment_id, key, value FROM experiment_tags
+WHERE experiment_id = ANY($1::bigint[]) ORDER BY experiment_id, key
+"""
+_RUNS = """
+SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri,
+       lifecycle_stage
+FROM runs WHERE run_id = ANY($1::text[])
+"""
+_PARAMS = "SELECT run_id, key, value FROM params WHERE run_id = ANY($1::text[]) ORDER BY key"
+_TAGS = "SELECT run_id, key, value FROM tags WHERE run_id = ANY($1::text[]) ORDER BY key"
+_LATEST_METRICS = """
+SELECT run_id, key, value, ts, step FROM latest_metrics WHERE run_id = ANY($1::text[]) ORDER BY key
+"""
+_DATASET_INPUTS = """
+SELECT run_id, name, digest, source_type, source, schema, profile, tags::text AS tags
+FROM run_dataset_inputs WHERE run_id = ANY($1::text[]) ORDER BY name, digest
+"""
+_MODEL_INPUTS = """
+SELECT run_id, model_id FROM run_model_inputs WHERE run_id = ANY($1::text[]) ORDER BY model_id
+"""
+# MLflow's order (timestamp, step, value); LIMIT NULL means every row.
+_HISTORY = """
+SELECT key, value, ts, step, dataset_name, dataset_digest, model_id FROM metrics
+WHERE run_id = $1 AND key = $2
+ORDER BY ts, step, value
+LIMIT $3::bigint OFFSET $4::bigint
+"""
+_HISTORY_BULK = """
+SELECT run_id, value, ts, step FROM metrics
+WHERE run_id = ANY($1::text[]) AND key = $2
+ORDER BY run_id COLLATE "C", ts, step, value
+LIMIT $3::bigint
+"""
+_WINDOW = "($3::bigint IS NULL OR step BETWEEN $3 AND $4::bigint)"
+_POINT_COUNTS = f"""
+SELECT run_id, count(*) AS total FROM metrics
+WHERE run_id = ANY($1::text[]) AND key = $2 AND {_WINDOW}
+GROUP BY run_id
+"""
+# Number the points of each run in MLflow's sampling order and keep the wanted positions.
+_SAMPLED_POINTS = f"""
+SELECT p.run_id, p.value, p.ts, p.step
+FROM (
+    SELECT run_id, value, ts, step,
+           row_number() OVER (PARTITION BY run_id ORDER BY step, ts, value) - 1 AS position
+    FROM metrics
+    WHERE run_id = ANY($1::text[]) AND key = $2 AND {_WINDOW}
+) AS p
+JOIN unnest($5::text[], $6::bigint[]) AS w(run_id, position)
+    ON w.run_id = p.run_id AND w.position = p.position
+ORDER BY p.run_id, p.position
+"""
+
+_input_tags = msgspec.json.Decoder(list[KeyValue]).decode
+_NO_OUTPUTS = RunOutputs()
+
+
+def _pairs(rows: Sequence[asyncpg.Record]) -> dict[Any, list[KeyValue]]:
+    """Group (owner, key, value) rows by owner."""
+    grouped: dict[Any, list[KeyValue]] = defaultdict(list)
+    for owner, key, value in rows:
+        grouped[owner].append(KeyValue(key, value))
+    return grouped
+
+
+def _experiment(row: asyncpg.Record, tags: list[KeyValue]) -> Experiment:
+    # MLflow leaves zero times unset (`if self.creation_time:`), so they are omitted
+    return Experiment(
+        experiment_id=str(row["experiment_id"]),
+        name=row["name"],
+        artifact_location=row["artifact_location"],
+        lifecycle_stage=row["lifecycle_stage"],
+        last_update_time=row["last_update_time"] or None,
+        creation_time=row["creation_time"] or None,
+        tags=tags,
+    )
+
+
+async def experiments(conn: asyncpg.Connection, ids: Sequence[int]) -> list[Experiment]:
+    """Return the experiments with these ids, in the given order, skipping unknown ids."""
+    if not ids:
+        return []
+    rows = {row["experiment_id"]: row for row in await conn.fetch(_EXPERIMENTS, list(ids))}
+    tags = _pairs(await conn.fetch(_EXPERIMENT_TAGS, list(rows)))
+    return [_experiment(rows[i], tags.get(i, [])) for i in ids if i in rows]
+
+
+async def experiment_by_name(conn: asyncpg.Connection, name: str) -> Experiment | None:
+    """Return the experiment with this name, deleted or not, or None."""
+    row = await conn.fetchrow(_EXPERIMENT_BY_NAME, name)
+    if row is None:
+        return None
+    tags = _pairs(await conn.fetch(_EXPERIMENT_TAGS, [row["experiment_id"]]))
+    return _experiment(row, tags.get(row["experiment_id"], []))
+
+
+def _run_info(row: asyncpg.Record) -> RunInfo:
+    return RunInfo(
+        run_id=row["run_id"],
+        run_uuid=row["run_id"],
+        run_name=row["run_name"],
+        experiment_id=str(row["experiment_id"]),
+        user_id=row["user_id"],
+        status=row["status"],
+        start_time=row["start_time"],
+        # MLflow omits a zero end_time and an empty artifact_uri (`if self.end_time:`)
+        end_time=row["end_time"] or None,
+        artifact_uri=row["artifact_uri"] or None,
+        lifecycle_stage=row["lifecycle_stage"],
+    )
+
+
+async def runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
+    """Return the runs with these ids, in the given order, skipping unknown ids."""
+    if not run_ids:
+        return []
+    wanted = list(dict.fromkeys(run_ids))
+    infos = {row["run_id"]: row for row in await conn.fetch(_RUNS, wanted)}
+    if not infos:
+        return []
+    found = list(infos)
+    params = _pairs(await conn.fetch(_PARAMS, found))
+    tags = _pairs(await conn.fetch(_TAGS, found))
+    metrics: dict[str, list[Metric]] = defaultdict(list)
+    for row in await conn.fetch(_LATEST_METRICS, found):
+        metrics[row["run_id"]].append(
+            Metric(row["key"], wire_double(row["value"]), row["ts"], row["step"])
+        )
+    datasets: dict[str, list[DatasetInput]] = defaultdict(list)
+    for row in await conn.fetch(_DATASET_INPUTS, found):
+        dataset = Dataset(
+            name=row["name"],
+            digest=row["digest"],
+            source_type=row["source_type"],
+            source=row["source"],
+            schema=row["schema"] or None,
+            profile=row["profile"] or None,
+        )
+        datasets[row["run_id"]].append(DatasetInput(dataset, _input_tags(row["tags"])))
+    models: dict[str, list[ModelInput]] = defaultdict(list)
+    for row in await conn.fetch(_MODEL_INPUTS, found):
+        models[row["run_id"]].append(ModelInput(row["model_id"]))
+    return [
+        Run(
+            info=_run_info(infos[run_id]),
+            data=RunData(
+                metrics=metrics.get(run_id, []),
+                params=params.get(run_id, []),
+                tags=tags.get(run_id, []),
+            ),
+            inputs=RunInputs(
+                dataset_inputs=datasets.get(run_id, []), model_inputs=models.get(run_id, [])
+            ),
+            outputs=_NO_OUTPUTS,
+        )
+        for run_id in run_ids
+        if run_id in infos
+    ]
+
+
+async def search_ids(conn: asyncpg.Connection, plan: SearchPlan) -> tuple[list[Any], str | None]:
+    """Run a compiled search; return one page of ids and the next page's token."""
+    rows = await conn.fetch(plan.sql, *plan.args)
+    return plan.page([row[0] for row in rows])
+
+
+async def metric_history(
+    conn: asyncpg.Connection, run_id: str, key: str, max_results: int | None, offset: int
+) -> tuple[list[Metric], str | None]:
+    """Return a page of a metric's points and the next page's token (MLflow's offset token)."""
+    limit = None if max_results is None else max_results + 1
+    rows = await conn.fetch(_HISTORY, run_id, key, limit, offset)
+    token = None
+    if max_results is not None and len(rows) > max_results:
+        rows = rows[:max_results]
+        token = encode_page_token(offset + max_results)
+    points = [
+        Metric(
+            key=row["key"],
+            value=wire_double(row["value"]),
+            timestamp=row["ts"],
+            step=row["step"],
+            dataset_name=row["dataset_name"],
+            dataset_digest=row["dataset_digest"],
+            model_id=row["model_id"],
+        )
+        for row in rows
+    ]
+    return points, token
+
+
+async def metric_history_bulk(
+    conn: asyncpg.Connection, run_ids: Sequence[str], key: str, max_results: int
+) -> list[MetricWithRunId]:
+    """Return the runs' points of a metric by run id, then timestamp, step, value (legacy UI)."""
+    rows = await conn.fetch(_HISTORY_BULK, list(set(run_ids)), key, max_results)
+    return [
+        MetricWithRunId(key, wire_double(row["value"]), row["ts"], row["step"], row["run_id"])
+        for row in rows
+    ]
+
+
+async def metric_history_sampled(
+    conn: asyncpg.Connection,
+    run_ids: Sequence[str],
+    key: str,
+    max_results: int,
+    steps: tuple[int, int] | None,
+) -> list[MetricWithRunId]:
+    """Return each run's sampled points (see `api.sampling`), runs in request order."""
+    start, end = steps if steps is not None else (None, None)
+    distinct = list(dict.fromkeys(run_ids))
+    counts = await conn.fetch(_POINT_COUNTS, distinct, key, start, end)
+    wanted_runs: list[str] = []
+    wanted_positions: list[int] = []
+    for row in counts:
+        positions = sample_indices(row["total"], max_results)
+        wanted_runs += [row["run_id"]] * len(positions)
+        wanted_positions += positions
+    if not wanted_runs:
+        return []
+    rows = await conn.fetch(
+        _SAMPLED_POINTS, distinct, key, start, end, wanted_runs, wanted_positions
+    )
+    by_run: dict[str, list[MetricWithRunId]] = defaultdict(list)
+    for row in rows:
+        by_run[row["run_id"]].append(
+            MetricWithRunId(key, wire_double(row["value"]), row["ts"], row["step"], row["run_id"])
+        )
+    # A run named twice is answered twice, as MLflow's per-run loop does
+    return [point for run_id in run_ids for point in by_run.get(run_id, ())]

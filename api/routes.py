@@ -1,0 +1,382 @@
+"""The query API's HTTP handlers: MLflow's read endpoints and Runstream's lineage views.
+
+Every handler parses and checks its request first (a bad request never waits), then passes the
+read-your-writes barrier unless the caller asked for eventual consistency, then reads in one
+read-only snapshot and encodes a response Struct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from api import lineage, queries
+from api.grammar import INT64_MAX, INT64_MIN, shown
+from api.requests import Fields, invalid_type, read_body
+from api.schemas import (
+    BestChildrenResponse,
+    BulkHistoryResponse,
+    ExperimentResponse,
+    LineageNode,
+    LineageResponse,
+    MetricHistoryResponse,
+    MetricsWithRunIdResponse,
+    RunResponse,
+    SearchExperimentsResponse,
+    SearchRunsResponse,
+    encode,
+)
+from api.sqlgen import (
+    compile_experiment_search,
+    compile_run_search,
+    decode_page_token,
+    lifecycle_stages,
+)
+from ingest.errors import does_not_exist, invalid_parameter
+
+__all__ = ["CONSISTENCY_HEADER", "LINEAGE_PREFIX", "MLFLOW_PREFIXES", "Barrier", "QueryApi"]
+
+MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+LINEAGE_PREFIX = "/api/runstream"
+CONSISTENCY_HEADER = "X-Runstream-Consistency"
+
+MAX_BULK_RUN_IDS = 100
+MAX_BULK_HISTORY_RESULTS = 25_000
+MAX_SAMPLED_RESULTS = 2_500
+DEFAULT_MAX_DEPTH = 100
+MAX_DEPTH = 1_000
+DEFAULT_LINEAGE_RESULTS = 1_000
+MAX_LINEAGE_RESULTS = 50_000
+MAX_BEST_METRICS = 100
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class Barrier(Protocol):
+    """What a handler needs of the read-your-writes barrier (`api.barrier.ReadBarrier`)."""
+
+    async def wait(self, keys: Iterable[str] | None = None) -> bool:
+        """Wait until the read models hold the writes on these record keys (None: all)."""
+        ...
+
+
+def _json(message: msgspec.Struct) -> web.Response:
+    return web.Response(body=encode(message), content_type="application/json")
+
+
+async def _fields(request: web.Request) -> Fields:
+    if request.method == "GET":
+        return Fields.of_query(request.query)
+    return Fields.of_body(await read_body(request))
+
+
+def _experiment_id(raw: str) -> int:
+    """Return an experiment id as MLflow's SQL store parses it (Python's int())."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid_parameter(
+            f"Invalid experiment ID '{shown(raw)}'. Experiment ID must be a valid integer."
+        ) from None
+
+
+async def _lineage_node(conn: asyncpg.Connection, run_id: str) -> LineageNode:
+    found = await lineage.node(conn, run_id)
+    if found is None:
+        raise does_not_exist(f"Run with id={run_id} not found")
+    return found
+
+
+def _bounded(fields: Fields, name: str, default: int, maximum: int) -> int:
+    value = fields.integer(name)
+    if value is None:
+        return default
+    if not 1 <= value <= maximum:
+        raise invalid_parameter(f"{name} must be between 1 and {maximum}, got {value}.")
+    return value
+
+
+class QueryApi:
+    """MLflow's read endpoints and Runstream's lineage views over the read models."""
+
+    def __init__(self, pool: asyncpg.Pool, barrier: Barrier) -> None:
+        self._pool = pool
+        self._barrier = barrier
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register every read endpoint under MLflow's prefixes and the lineage views."""
+        gets: dict[str, Handler] = {
+            "experiments/get": self.get_experiment,
+            "experiments/get-by-name": self.get_experiment_by_name,
+            "experiments/search": self.search_experiments,
+            "runs/get": self.get_run,
+            "metrics/get-history": self.get_metric_history,
+            "metrics/get-history-bulk": self.get_metric_history_bulk,
+            "metrics/get-history-bulk-interval": self.get_metric_history_bulk_interval,
+        }
+        posts: dict[str, Handler] = {
+            "experiments/search": self.search_experiments,
+            "runs/search": self.search_runs,
+        }
+        for prefix in MLFLOW_PREFIXES:
+            for path, handler in gets.items():
+                app.router.add_get(f"{prefix}/{path}", handler)
+            for path, handler in posts.items():
+                app.router.add_post(f"{prefix}/{path}", handler)
+        runs = f"{LINEAGE_PREFIX}/runs/{{run_id}}"
+        app.router.add_get(f"{runs}/ancestors", self.ancestors)
+        app.router.add_get(f"{runs}/children", self.children)
+        app.router.add_get(f"{runs}/subtree", self.subtree)
+        app.router.add_get(f"{runs}/best-children", self.best_children)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _settle(
+        self, request: web.Request, fields: Fields, keys: Iterable[str] | None
+    ) -> None:
+        """Pass the barrier for these record keys (None: the whole topic) unless opted out."""
+        header = request.headers.get(CONSISTENCY_HEADER)
+        choice = header if header is not None else fields.text("consistency")
+        if choice:
+            mode = choice.strip().lower()
+            if mode == "eventual":
+                return
+            if mode != "strong":
+                raise invalid_parameter(
+                    f"Invalid consistency {choice[:100]!r}: use 'strong' (default) or 'eventual'."
+                )
+        await self._barrier.wait(keys)
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield conn
+
+    # --- experiments ----------------------------------------------------------------------
+
+    async def get_experiment(self, request: web.Request) -> web.Response:
+        """GetExperiment: one experiment by id, deleted or not."""
+        fields = await _fields(request)
+        raw = fields.text("experiment_id", required=True) or ""
+        number = _experiment_id(raw)
+        await self._settle(request, fields, [f"experiment:{number}"])
+        found = []
+        if INT64_MIN <= number <= INT64_MAX:  # beyond bigint no row can match
+            async with self._snapshot() as conn:
+                found = await queries.experiments(conn, [number])
+        if not found:
+            raise does_not_exist(f"No Experiment with id={shown(str(number))} exists")
+        return _json(ExperimentResponse(found[0]))
+
+    async def get_experiment_by_name(self, request: web.Request) -> web.Response:
+        """GetExperimentByName: deleted experiments too; 404 is how the client learns 'none'."""
+        fields = await _fields(request)
+        name = fields.text("experiment_name", required=True) or ""
+        await self._settle(request, fields, None)
+        async with self._snapshot() as conn:
+            experiment = await queries.experiment_by_name(conn, name)
+        if experiment is None:
+            raise does_not_exist(f"Could not find experiment with name '{name}'")
+        return _json(ExperimentResponse(experiment))
+
+    async def search_experiments(self, request: web.Request) -> web.Response:
+        """SearchExperiments (GET or POST): one page in the requested order."""
+        fields = await _fields(request)
+        plan = compile_experiment_search(
+            fields.text("filter"),
+            fields.enum("view_type"),
+            fields.integer("max_results"),
+            fields.texts("order_by"),
+            fields.text("page_token"),
+        )
+        await self._settle(request, fields, None)
+        async with self._snapshot() as conn:
+            ids, token = await queries.search_ids(conn, plan)
+            found = await queries.experiments(conn, ids)
+        return _json(SearchExperimentsResponse(found, token))
+
+    # --- runs -----------------------------------------------------------------------------
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        """GetRun: one run with its latest metrics, params, tags and inputs, deleted or not."""
+        fields = await _fields(request)
+        run_id = fields.text("run_id", required=True, fallback="run_uuid") or ""
+        await self._settle(request, fields, [run_id])
+        async with self._snapshot() as conn:
+            found = await queries.runs(conn, [run_id])
+        if not found:
+            raise does_not_exist(f"Run with id={run_id} not found")
+        return _json(RunResponse(found[0]))
+
+    async def search_runs(self, request: web.Request) -> web.Response:
+        """SearchRuns: one page of runs matching MLflow's filter grammar, in order."""
+        fields = await _fields(request)
+        experiment_ids = fields.raw("experiment_ids")
+        if experiment_ids is None:
+            experiment_ids = []
+        elif type(experiment_ids) is not list:
+            raise invalid_type("experiment_ids", experiment_ids)
+        plan = compile_run_search(
+            experiment_ids,
+            fields.text("filter"),
+            fields.enum("run_view_type"),
+            fields.integer("max_results"),
+            fields.texts("order_by"),
+            fields.text("page_token"),
+        )
+        await self._settle(request, fields, None)
+        async with self._snapshot() as conn:
+            ids, token = await queries.search_ids(conn, plan)
+            found = await queries.runs(conn, ids)
+        return _json(SearchRunsResponse(found, token))
+
+    # --- metric history -------------------------------------------------------------------
+
+    async def get_metric_history(self, request: web.Request) -> web.Response:
+        """GetMetricHistory: a run's points of one metric, paged if max_results is given."""
+        fields = await _fields(request)
+        run_id = fields.text("run_id", required=True, fallback="run_uuid") or ""
+        key = fields.text("metric_key", required=True) or ""
+        max_results = fields.integer("max_results")
+        if max_results is not None and max_results < 1:
+            raise invalid_parameter(
+                f"Invalid value {max_results} for parameter 'max_results' supplied. "
+                "It must be a positive integer."
+            )
+        offset = decode_page_token(fields.text("page_token"))
+        await self._settle(request, fields, [run_id])
+        async with self._snapshot() as conn:
+            points, token = await queries.metric_history(conn, run_id, key, max_results, offset)
+        return _json(MetricHistoryResponse(points, token))
+
+    async def get_metric_history_bulk(self, request: web.Request) -> web.Response:
+        """GetMetricHistoryBulk (legacy UI): several runs' points, by run id then time."""
+        fields = await _fields(request)
+        run_ids = fields.texts("run_id")
+        if not run_ids:
+            raise invalid_parameter(
+                "GetMetricHistoryBulk request must specify at least one run_id."
+            )
+        if len(run_ids) > MAX_BULK_RUN_IDS:
+            raise invalid_parameter(
+                f"GetMetricHistoryBulk request cannot specify more than {MAX_BULK_RUN_IDS} "
+                f"run_ids. Received {len(run_ids)} run_ids."
+            )
+        key = fields.text("metric_key")
+        if key is None:
+            raise invalid_parameter("GetMetricHistoryBulk request must specify a metric_key.")
+        max_results = fields.integer("max_results")
+        if max_results is not None and max_results < 1:
+            raise invalid_parameter(
+                f"Invalid value {max_results} for parameter 'max_results' supplied. "
+                "It must be a positive integer."
+            )
+        # MLflow caps the page silently
+        limit = min(max_results or MAX_BULK_HISTORY_RESULTS, MAX_BULK_HISTORY_RESULTS)
+        await self._settle(request, fields, run_ids)
+        async with self._snapshot() as conn:
+            points = await queries.metric_history_bulk(conn, run_ids, key, limit)
+        return _json(BulkHistoryResponse(points))
+
+    async def get_metric_history_bulk_interval(self, request: web.Request) -> web.Response:
+        """GetMetricHistoryBulkInterval: each run's points sampled to at most max_results."""
+        fields = await _fields(request)
+        run_ids = fields.texts("run_ids", required=True)
+        if len(run_ids) > MAX_BULK_RUN_IDS:
+            raise invalid_parameter(
+                f"GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUN_IDS} "
+                f"run_ids. Received {len(run_ids)} run_ids. See the API docs for more "
+                "information about request parameters."
+            )
+        key = fields.text("metric_key", required=True) or ""
+        start, end = fields.integer("start_step"), fields.integer("end_step")
+        max_results = fields.integer("max_results")
+        if max_results is None:
+            max_results = MAX_SAMPLED_RESULTS
+        elif not 1 <= max_results <= MAX_SAMPLED_RESULTS:
+            raise invalid_parameter(
+                f"max_results must be between 1 and {MAX_SAMPLED_RESULTS}. See the API docs for "
+                "more information about request parameters."
+            )
+        steps: tuple[int, int] | None = None
+        if start is not None and end is not None:
+            if start > end:
+                raise invalid_parameter(
+                    "end_step must be greater than start_step. "
+                    f"Found start_step={start} and end_step={end}."
+                )
+            steps = (start, end)
+        elif start is not None or end is not None:
+            raise invalid_parameter(
+                "If either start step or end step are specified, both must be specified."
+            )
+        await self._settle(request, fields, run_ids)
+        async with self._snapshot() as conn:
+            points = await queries.metric_history_sampled(conn, run_ids, key, max_results, steps)
+        return _json(MetricsWithRunIdResponse(points))
+
+    # --- lineage views --------------------------------------------------------------------
+
+    async def _lineage(
+        self,
+        request: web.Request,
+        fields: Fields,
+        view: Callable[[asyncpg.Connection, str], Awaitable[tuple[list[LineageNode], bool]]],
+    ) -> web.Response:
+        run_id = request.match_info["run_id"]
+        await self._settle(request, fields, None)  # lineage spans runs on every partition
+        async with self._snapshot() as conn:
+            root = await _lineage_node(conn, run_id)
+            found, truncated = await view(conn, run_id)
+        return _json(LineageResponse(root, found, truncated))
+
+    async def ancestors(self, request: web.Request) -> web.Response:
+        """The run's parent, its parent's parent, ... up to the root, nearest first."""
+        fields = Fields.of_query(request.query)
+        max_depth = _bounded(fields, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH)
+        return await self._lineage(
+            request, fields, lambda conn, run_id: lineage.ancestors(conn, run_id, max_depth)
+        )
+
+    async def children(self, request: web.Request) -> web.Response:
+        """The run's direct children, by start time."""
+        fields = Fields.of_query(request.query)
+        limit = _bounded(fields, "max_results", DEFAULT_LINEAGE_RESULTS, MAX_LINEAGE_RESULTS)
+        return await self._lineage(
+            request, fields, lambda conn, run_id: lineage.children(conn, run_id, limit)
+        )
+
+    async def subtree(self, request: web.Request) -> web.Response:
+        """All the run's descendants, level by level, each with its distance from the run."""
+        fields = Fields.of_query(request.query)
+        max_depth = _bounded(fields, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH)
+        limit = _bounded(fields, "max_results", DEFAULT_LINEAGE_RESULTS, MAX_LINEAGE_RESULTS)
+        return await self._lineage(
+            request, fields, lambda conn, run_id: lineage.subtree(conn, run_id, max_depth, limit)
+        )
+
+    async def best_children(self, request: web.Request) -> web.Response:
+        """Per metric, the child run with the best latest value (max, min or both)."""
+        fields = Fields.of_query(request.query)
+        metrics = list(dict.fromkeys(fields.texts("metric", required=True)))
+        if len(metrics) > MAX_BEST_METRICS:
+            raise invalid_parameter(f"At most {MAX_BEST_METRICS} metrics may be ranked at once.")
+        mode = (fields.text("mode") or "both").lower()
+        if mode not in {"max", "min", "both"}:
+            raise invalid_parameter(f"Invalid mode {mode[:100]!r}: use 'max', 'min' or 'both'.")
+        modes = lineage.MODES if mode == "both" else (mode,)
+        stages = lifecycle_stages(fields.enum("run_view_type"), "run_view_type")
+        run_id = request.match_info["run_id"]
+        await self._settle(request, fields, None)
+        async with self._snapshot() as conn:
+            await _lineage_node(conn, run_id)
+            count, best = await lineage.best_children(conn, run_id, metrics, modes, stages)
+        return _json(BestChildrenResponse(run_id, count, best))

@@ -1,0 +1,212 @@
+"""Test support: the query API in this process over a test's read-model schema and topic.
+
+Tests write read-model rows directly (as the projector would) and read them back over HTTP.
+Every SQL statement the API runs is recorded, so tests can count queries per request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.barrier import ReadBarrier
+from api.routes import QueryApi
+from services.config import Settings
+from services.runtime import new_app
+
+MLFLOW = "/api/2.0/mlflow"
+AJAX = "/ajax-api/2.0/mlflow"
+LINEAGE = "/api/runstream"
+PARTITIONS = 6  # the `topic` fixture's
+
+
+@dataclass
+class QueryHarness:
+    """An HTTP client on the query API, the read models it serves, and what it ran."""
+
+    client: TestClient[Any, Any]
+    db: asyncpg.Connection
+    barrier: ReadBarrier
+    topic: str
+    queries: list[str] = field(default_factory=list)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        prefix: str = MLFLOW,
+    ) -> tuple[int, Any]:
+        """Send a request; return the status and the decoded JSON body."""
+        resp = await self.client.request(
+            method, f"{prefix}/{path}", params=params, json=body, headers=headers
+        )
+        return resp.status, await resp.json()
+
+    async def get(self, path: str, params: Any = None, **kwargs: Any) -> Any:
+        """GET and return the JSON answer, asserting a 200."""
+        status, payload = await self.call("GET", path, params=params, **kwargs)
+        assert status == 200, payload
+        return payload
+
+    async def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        """POST a JSON body and return the JSON answer, asserting a 200."""
+        status, payload = await self.call("POST", path, body=body, **kwargs)
+        assert status == 200, payload
+        return payload
+
+    async def error(self, method: str, path: str, status: int, code: str, **kwargs: Any) -> str:
+        """Send a request, assert MLflow's error status and code, and return the message."""
+        got, payload = await self.call(method, path, **kwargs)
+        assert (got, payload.get("error_code")) == (status, code), payload
+        return str(payload["message"])
+
+
+@asynccontextmanager
+async def query_api(
+    settings: Settings, topic: str, db: asyncpg.Connection, **barrier_options: Any
+) -> AsyncIterator[QueryHarness]:
+    """Run the query API on `db`'s schema with a barrier on `topic`; close all after."""
+    schema = await db.fetchval("SELECT current_schema()")
+    ran: list[str] = []
+
+    async def record_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda logged: ran.append(logged.query))
+
+    async with AsyncExitStack() as stack:
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=8,
+            server_settings={"search_path": schema},
+            init=record_queries,
+        )
+        stack.push_async_callback(pool.close)
+        barrier = ReadBarrier(pool, settings.kafka_bootstrap, topic, PARTITIONS, **barrier_options)
+        await stack.enter_async_context(barrier)
+        app = new_app()
+        QueryApi(pool, barrier).add_routes(app)
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        stack.push_async_callback(client.close)
+        yield QueryHarness(client, db, barrier, topic, ran)
+
+
+# --- read-model rows, written as the projector writes them -----------------------------------
+
+
+async def add_experiment(
+    db: asyncpg.Connection,
+    experiment_id: int,
+    name: str,
+    *,
+    stage: str = "active",
+    created: int = 1000,
+    updated: int | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Insert an experiment and its tags."""
+    await db.execute(
+        "INSERT INTO experiments VALUES ($1, $2, $3, $4, $5, $6)",
+        experiment_id,
+        name,
+        f"file:///art/{experiment_id}",
+        stage,
+        created,
+        created if updated is None else updated,
+    )
+    await db.executemany(
+        "INSERT INTO experiment_tags VALUES ($1, $2, $3)",
+        [(experiment_id, k, v) for k, v in (tags or {}).items()],
+    )
+
+
+async def add_run(
+    db: asyncpg.Connection,
+    run_id: str,
+    *,
+    experiment_id: int = 0,
+    name: str | None = None,
+    status: str = "RUNNING",
+    start: int = 1000,
+    end: int | None = None,
+    stage: str = "active",
+    parent: str | None = None,
+    root: str | None = None,
+    depth: int = 0,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Insert a run with its mlflow.runName and mlflow.rootRunId tags, params and tags."""
+    name = name or f"name-{run_id}"
+    root = root or run_id
+    await db.execute(
+        "INSERT INTO runs VALUES ($1, $2, $3, 'alice', $4, $5, $6, $7, $8, $9, $10, $11)",
+        run_id,
+        experiment_id,
+        name,
+        status,
+        start,
+        end,
+        f"file:///art/{experiment_id}/{run_id}/artifacts",
+        stage,
+        parent,
+        root,
+        depth,
+    )
+    all_tags = {"mlflow.runName": name, "mlflow.rootRunId": root, **(tags or {})}
+    if parent is not None:
+        all_tags.setdefault("mlflow.parentRunId", parent)
+    await db.executemany(
+        "INSERT INTO tags VALUES ($1, $2, $3)", [(run_id, k, v) for k, v in all_tags.items()]
+    )
+    await db.executemany(
+        "INSERT INTO params VALUES ($1, $2, $3)",
+        [(run_id, k, v) for k, v in (params or {}).items()],
+    )
+
+
+def _latest_key(point: tuple[int, int, float]) -> tuple[int, int, float]:
+    step, ts, value = point
+    # MLflow's rule: max by (step, timestamp, value); PostgreSQL ranks NaN above every number
+    return step, ts, math.inf if math.isnan(value) else value
+
+
+async def add_points(
+    db: asyncpg.Connection, run_id: str, key: str, points: Iterable[tuple[int, int, float]]
+) -> None:
+    """Insert (step, timestamp, value) points of a metric and update its latest value."""
+    points = list(points)
+    await db.executemany(
+        "INSERT INTO metrics (run_id, key, step, ts, value) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING",
+        [(run_id, key, step, ts, value) for step, ts, value in points],
+    )
+    step, ts, value = max(points, key=_latest_key)
+    await db.execute(
+        "INSERT INTO latest_metrics VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, key) "
+        "DO UPDATE SET value = EXCLUDED.value, ts = EXCLUDED.ts, step = EXCLUDED.step",
+        run_id,
+        key,
+        value,
+        ts,
+        step,
+    )
+
+
+async def set_projected(db: asyncpg.Connection, topic: str, offsets: Mapping[int, int]) -> None:
+    """Store the projector's next offsets for some partitions of `topic`."""
+    await db.executemany(
+        "INSERT INTO projector_offsets VALUES ($1, $2, $3) ON CONFLICT (topic, partition) "
+        "DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        [(topic, p, o) for p, o in offsets.items()],
+    )
