@@ -10,14 +10,23 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from api.app import QueryApi, start_query_api
 from ingest.gateway import Gateway
 from ingest.lifecycle import ActiveRuns
 from ingest.producer import EventProducer
 from ingest.registry import Registry
+from ingest.topics import MAX_RECORD_BYTES
+from projector.consumer import Projector
+from projector.stats import render_prometheus
 from services.config import Settings
 from services.http import mlflow_errors
 
 log = structlog.get_logger(__name__)
+
+
+class RoleFailedError(RuntimeError):
+    """A role stopped on its own; the process exits non-zero so a supervisor restarts it."""
+
 
 ROLES = ("ingest", "projector", "api")
 # Bodies beyond this get 413; a full log-batch (1000 metrics) is ~150 KB, a dataset profile
@@ -46,7 +55,10 @@ async def start_gateway(settings: Settings, stack: AsyncExitStack) -> Gateway:
     pool = await open_pool(settings.database_url, settings.registry_schema)
     stack.push_async_callback(pool.close)
     producer = EventProducer(
-        settings.kafka_bootstrap, settings.topic, delivery_timeout_s=settings.delivery_timeout_s
+        settings.kafka_bootstrap,
+        settings.topic,
+        delivery_timeout_s=settings.delivery_timeout_s,
+        linger_ms=settings.linger_ms,
     )
     await stack.enter_async_context(producer)
     registry = Registry(pool)
@@ -63,6 +75,58 @@ async def start_gateway(settings: Settings, stack: AsyncExitStack) -> Gateway:
     return gateway
 
 
+async def start_projector(
+    settings: Settings, stack: AsyncExitStack, app: web.Application, failed: asyncio.Event
+) -> None:
+    """Start the projector in this process (stopped by `stack`) and serve its /metrics."""
+    projector = Projector(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic,
+        group_id=settings.consumer_group,
+        dead_letter_topic=settings.dead_letter_topic,
+        dsn=settings.database_url,
+        schema=settings.read_schema,
+        max_record_bytes=MAX_RECORD_BYTES,
+    )
+    await stack.enter_async_context(projector)
+    task = asyncio.create_task(projector.run(), name="projector")
+
+    def done(finished: asyncio.Task[None]) -> None:
+        # A projector that dies on its own must take the process down with it, not linger.
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error("projector_failed", error=repr(finished.exception()))
+            failed.set()
+
+    task.add_done_callback(done)
+
+    async def finish() -> None:
+        await projector.stop(30.0)
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(finish)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            text=render_prometheus(projector.stats), content_type="text/plain", charset="utf-8"
+        )
+
+    app.router.add_get("/metrics", metrics)
+
+
+async def start_api(settings: Settings, stack: AsyncExitStack) -> QueryApi:
+    """Open what the query API needs (closed by `stack`) and return it."""
+    pool = await open_pool(settings.database_url, settings.read_schema)
+    stack.push_async_callback(pool.close)
+    return await start_query_api(
+        pool,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic,
+        partitions=settings.partitions,
+        read_wait_s=settings.read_wait_s,
+        stack=stack,
+    )
+
+
 def new_app() -> web.Application:
     """Return an application with the health route and MLflow-shaped errors."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[mlflow_errors])
@@ -76,6 +140,7 @@ async def run_roles(settings: Settings, roles: frozenset[str], *, shutdown_s: fl
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
     stop = asyncio.Event()
+    failed = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -83,6 +148,10 @@ async def run_roles(settings: Settings, roles: frozenset[str], *, shutdown_s: fl
         app = new_app()
         if "ingest" in roles:
             (await start_gateway(settings, stack)).add_routes(app)
+        if "projector" in roles:
+            await start_projector(settings, stack, app, failed)
+        if "api" in roles:
+            (await start_api(settings, stack)).add_routes(app)
         runner = web.AppRunner(app, shutdown_timeout=shutdown_s, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -95,6 +164,11 @@ async def run_roles(settings: Settings, roles: frozenset[str], *, shutdown_s: fl
         )
         await site.start()
         log.info("serving", roles=sorted(roles), url=settings.tracking_uri)
-        await stop.wait()
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
         log.info("stopping", roles=sorted(roles), deadline_s=shutdown_s)
+    if failed.is_set():
+        raise RoleFailedError("a role failed; see the log above")
     log.info("stopped")
