@@ -272,7 +272,9 @@ def _numeric(value: list[Token], what: str) -> int | float:
 def _run_predicate(clause: _Clause) -> Predicate:
     _require_identifier(clause)
     entity, raw_key = run_identifier(clause.lhs, RUN_SEARCH_ATTRIBUTES)
-    key, op, value = KEY_ALIASES.get(raw_key, raw_key), clause.op.upper(), clause.value
+    # Aliases name attributes only: a param called "Run Name" is that param.
+    key = KEY_ALIASES.get(raw_key, raw_key) if entity == "attribute" else raw_key
+    op, value = clause.op.upper(), clause.value
     got = f"Got value {shown(raw_text(value))}"
     if op in _NULL_OPS:
         if entity not in {"tag", "parameter"}:

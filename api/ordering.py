@@ -100,7 +100,7 @@ def parse_run_order_by(order_by: Sequence[str] | None) -> tuple[OrderKey, ...]:
         entity, raw_key = run_identifier(tokens, RUN_ORDER_ATTRIBUTES)
         if entity == "dataset":
             raise invalid_parameter(f"Invalid identifier type '{entity}'")
-        key = KEY_ALIASES.get(raw_key, raw_key)
+        key = KEY_ALIASES.get(raw_key, raw_key) if entity == "attribute" else raw_key
         # MLflow answers duplicates with a 500; it is the caller's mistake, so we say 400
         if (entity, key) in seen:
             raise invalid_parameter(f"`order_by` contains duplicate fields: {shown(str(clauses))}")

@@ -216,6 +216,18 @@ def test_hostile_keys_and_values_only_travel_as_args(hostile: str) -> None:
     assert hostile in flat_args(plan)
 
 
+def test_attribute_aliases_do_not_rename_params_tags_or_metrics() -> None:
+    # Found by the property below: `params.`Run Name`` once searched the param "run_name".
+    plan = runs(
+        "params.`Run Name` = 'a' AND metrics.created > 1 AND tags.`run name` = 'b'",
+        ["params.`Created` DESC"],
+    )
+    args = flat_args(plan)
+    assert {"Run Name", "created", "run name", "Created"} <= set(args)
+    assert "run_name" not in args
+    assert "start_time" not in args
+
+
 # Without quotes of their kind (and without `\`, which MLflow's quoting lets escape a quote).
 _NO_QUOTES = st.text(
     st.characters(blacklist_characters="'`\\\x00", blacklist_categories=["Cs"]), min_size=1
