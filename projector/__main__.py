@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--burst", action="store_true", help="exit once caught up")
     parser.add_argument("--max-records", type=int, default=500)
     parser.add_argument("--shutdown-s", type=float, default=30.0)
+    # Short group timeouts let fault tests see a stopped member expire within seconds.
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000)
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -67,6 +70,8 @@ async def _main(args: argparse.Namespace) -> int:
         burst=args.burst,
         shutdown_s=args.shutdown_s,
         max_records=args.max_records,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
     )
     summary = {
         "events": stats.events,

@@ -142,6 +142,12 @@ SELECT event_id FROM projector_applied_events WHERE event_id = ANY($1::text[])
 
 # Failures a fresh transaction can get past: retried here a few times, then surfaced as
 # StoreUnavailableError for the consumer to retry with backoff.
+# A member frozen inside its transaction (SIGSTOP, a long GC pause) would hold its offset rows
+# and the lineage lock, stalling the member that took its partitions over. PostgreSQL ends
+# such a session well within Kafka's session timeout; the zombie then fails, retries and is
+# fenced by the offset compare-and-set. A live batch is never idle in a transaction this long.
+_SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "5000"}
+
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
@@ -153,6 +159,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
 
@@ -194,7 +201,9 @@ class PgStore:
         cls, dsn: str, schema: str, *, max_size: int = 2, synchronous_commit: bool = True
     ) -> PgStore:
         """Return a store on its own small connection pool (closed by ``close``)."""
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, server_settings=_SESSION_SETTINGS
+        )
         return cls(pool, schema, owns_pool=True, synchronous_commit=synchronous_commit)
 
     @property

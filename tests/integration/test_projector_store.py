@@ -255,3 +255,32 @@ async def test_lost_connection_is_retriable(pg_store: PgStore, stack: Settings) 
         await blocker.close()
     await pg_store.apply(fold([log.metric("r", "m", 1.0)]), [OffsetMove("t", 0, 1, 2)])
     assert await pg_store.load_offsets("t", [0]) == {0: 2}
+
+
+async def test_a_session_frozen_in_a_transaction_is_ended_by_the_server(
+    pg_store: PgStore, stack: Settings
+) -> None:
+    # A SIGSTOPped member must not hold its offset rows and the lineage lock for ever: the
+    # store's sessions are ended by PostgreSQL once idle in a transaction for a few seconds.
+    observer = await asyncpg.connect(stack.database_url)
+    try:
+        async with pg_store.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            deadline = time.monotonic() + 20
+            while await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                assert time.monotonic() < deadline, "the idle transaction was never ended"
+                await asyncio.sleep(0.2)  # polling the server's state, with a deadline
+            with pytest.raises(
+                (
+                    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+                    asyncpg.exceptions.ConnectionDoesNotExistError,
+                    asyncpg.exceptions.InterfaceError,
+                )
+            ):
+                await conn.execute("SELECT 1")
+    finally:
+        await observer.close()
