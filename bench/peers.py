@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -65,10 +66,14 @@ async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
 
 @asynccontextmanager
 async def runstream_gateway(
-    settings: Settings, workers: int = 2, role: str = "ingest"
+    settings: Settings,
+    workers: int = 2,
+    role: str = "ingest",
+    details: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
     """Run `workers` Runstream processes of `role` on one port (SO_REUSEPORT), on a fresh topic
-    and registry schema; yield the base URL."""
+    and registry schema; yield the base URL. `details`, when given, receives the topic, the
+    schemas and the process ids."""
     tag = uuid.uuid4().hex[:8]
     topic = f"bench.events.{tag}"
     registry = f"bench_registry_{tag}"
@@ -105,6 +110,10 @@ async def runstream_gateway(
         for _ in range(workers)
     ]
     url = f"http://127.0.0.1:{port}"
+    if details is not None:
+        details.update(
+            topic=topic, registry_schema=registry, read_schema=read, pids=[p.pid for p in procs]
+        )
     try:
         await wait_ready(f"{url}/health", procs, 60)
         yield url
@@ -120,8 +129,11 @@ async def runstream_gateway(
 
 
 @asynccontextmanager
-async def mlflow_server(settings: Settings, workers: int = 2) -> AsyncIterator[str]:
-    """Run MLflow's tracking server on a fresh PostgreSQL database; yield its base URL."""
+async def mlflow_server(
+    settings: Settings, workers: int = 2, details: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
+    """Run MLflow's tracking server on a fresh PostgreSQL database; yield its base URL.
+    `details`, when given, receives the database's name and the server's process group id."""
     mlflow = Path(sys.executable).with_name("mlflow")
     if not mlflow.exists() or shutil.which("mlflow", path=str(mlflow.parent)) is None:
         raise RuntimeError("the mlflow package is needed: pip install -e '.[bench]'")
@@ -154,6 +166,8 @@ async def mlflow_server(settings: Settings, workers: int = 2) -> AsyncIterator[s
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
+        if details is not None:
+            details.update(database=database, pgid=proc.pid)
         try:
             await wait_ready(f"{url}/health", [proc], 180)
             yield url

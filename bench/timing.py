@@ -1,0 +1,86 @@
+"""What the query benchmarks share: a peer's read endpoints, a timed request loop, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+API = "/api/2.0/mlflow"
+EVENTUAL = {"X-Runstream-Consistency": "eventual"}
+Call = Callable[[aiohttp.ClientSession, int], Awaitable[Any]]
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return (
+        round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
+    )
+
+
+class Peer:
+    """One system under test as the queries see it: a base URL and the headers of a read mode."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None) -> None:
+        self.name, self.base, self.headers = name, url + API, headers or {}
+
+    async def search(self, http: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
+        async with http.post(f"{self.base}/runs/search", json=body, headers=self.headers) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"runs/search {resp.status}: {text[:200]}")
+            return json.loads(text) if text else {}
+
+    async def get(self, http: aiohttp.ClientSession, path: str, params: Any) -> dict[str, Any]:
+        async with http.get(f"{self.base}/{path}", params=params, headers=self.headers) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"{path} {resp.status}: {text[:200]}")
+            return json.loads(text) if text else {}
+
+
+async def measure(
+    call: Call, clients: int, requests: int, seconds: float, warm: bool = True
+) -> dict[str, Any]:
+    """Run `call` from `clients` concurrent clients until `requests` or `seconds` is reached."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        if warm:  # warm the connection and the server's caches once
+            try:
+                await call(http, 0)
+            except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(str(exc)[:120])
+        stop_at = time.perf_counter() + seconds  # after the warm-up, which may be slow
+
+        async def client() -> None:
+            nonlocal issued
+            while issued < requests and time.perf_counter() < stop_at:
+                issued += 1
+                start = time.perf_counter()
+                try:
+                    await call(http, issued)
+                except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
+                    errors.append(str(exc)[:120])
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return {
+        "n": len(latencies),
+        "p50_ms": pct(latencies, 0.5),
+        "p99_ms": pct(latencies, 0.99),
+        "errors": len(errors),
+        **({"first_error": errors[0]} if errors else {}),
+    }
