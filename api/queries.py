@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from api.sampling import sample_indices
+from api.sampling import bucket_shape
 from api.schemas import (
     Dataset,
     DatasetInput,
@@ -86,25 +86,46 @@ WHERE run_id = ANY($1::text[]) AND key = $2
 ORDER BY run_id COLLATE "C", ts, step, value
 LIMIT $3::bigint
 """
-_WINDOW = "($3::bigint IS NULL OR step BETWEEN $3 AND $4::bigint)"
-_POINT_COUNTS = f"""
+
+
+def _counts_sql(window: str) -> str:
+    return f"""
 SELECT run_id, count(*) AS total FROM metrics
-WHERE run_id = ANY($1::text[]) AND key = $2 AND {_WINDOW}
+WHERE run_id = ANY($1::text[]) AND key = $2 {window}
 GROUP BY run_id
 """
-# Number the points of each run in MLflow's sampling order and keep the wanted positions.
-_SAMPLED_POINTS = f"""
+
+
+def _sampled_sql(window: str, first: int) -> str:
+    # Numbers each run's points in MLflow's sampling order and keeps NTILE bucket starts by
+    # arithmetic (see api.sampling): the first `larger` buckets hold q+1 points, the rest q;
+    # the last point replaces the last bucket's start. Joining the numbered rows to a list of
+    # wanted positions instead made PostgreSQL compare every point with every position.
+    q, boundary, last_start, last = (f"${first + i}::bigint[]" for i in range(1, 5))
+    return f"""
 SELECT p.run_id, p.value, p.ts, p.step
 FROM (
     SELECT run_id, value, ts, step,
            row_number() OVER (PARTITION BY run_id ORDER BY step, ts, value) - 1 AS position
     FROM metrics
-    WHERE run_id = ANY($1::text[]) AND key = $2 AND {_WINDOW}
+    WHERE run_id = ANY($1::text[]) AND key = $2 {window}
 ) AS p
-JOIN unnest($5::text[], $6::bigint[]) AS w(run_id, position)
-    ON w.run_id = p.run_id AND w.position = p.position
+JOIN unnest(${first}::text[], {q}, {boundary}, {last_start}, {last})
+    AS s(run_id, q, boundary, last_start, last) ON s.run_id = p.run_id
+WHERE p.position = s.last
+   OR (p.position <> s.last_start
+       AND ((p.position < s.boundary AND p.position % (s.q + 1) = 0)
+            OR (p.position >= s.boundary AND s.q > 0 AND (p.position - s.boundary) % s.q = 0)))
 ORDER BY p.run_id, p.position
 """
+
+
+# Two texts, not `$3 IS NULL OR ...`: a generic prepared plan would lose the step index.
+_STEP_WINDOW = "AND step BETWEEN $3::bigint AND $4::bigint"
+_POINT_COUNTS = _counts_sql("")
+_POINT_COUNTS_IN_WINDOW = _counts_sql(_STEP_WINDOW)
+_SAMPLED_POINTS = _sampled_sql("", 3)
+_SAMPLED_POINTS_IN_WINDOW = _sampled_sql(_STEP_WINDOW, 5)
 
 _input_tags = msgspec.json.Decoder(list[KeyValue]).decode
 _NO_OUTPUTS = RunOutputs()
@@ -263,20 +284,21 @@ async def metric_history_sampled(
     steps: tuple[int, int] | None,
 ) -> list[MetricWithRunId]:
     """Return each run's sampled points (see `api.sampling`), runs in request order."""
-    start, end = steps if steps is not None else (None, None)
     distinct = list(dict.fromkeys(run_ids))
-    counts = await conn.fetch(_POINT_COUNTS, distinct, key, start, end)
-    wanted_runs: list[str] = []
-    wanted_positions: list[int] = []
-    for row in counts:
-        positions = sample_indices(row["total"], max_results)
-        wanted_runs += [row["run_id"]] * len(positions)
-        wanted_positions += positions
-    if not wanted_runs:
-        return []
-    rows = await conn.fetch(
-        _SAMPLED_POINTS, distinct, key, start, end, wanted_runs, wanted_positions
+    window: list[object] = list(steps) if steps is not None else []
+    counts_sql, sampled_sql = (
+        (_POINT_COUNTS_IN_WINDOW, _SAMPLED_POINTS_IN_WINDOW)
+        if steps is not None
+        else (_POINT_COUNTS, _SAMPLED_POINTS)
     )
+    shapes: list[list[object]] = [[], [], [], [], []]
+    for row in await conn.fetch(counts_sql, distinct, key, *window):
+        shape = (row["run_id"], *bucket_shape(row["total"], max_results), row["total"] - 1)
+        for column, value in zip(shapes, shape, strict=True):
+            column.append(value)
+    if not shapes[0]:
+        return []
+    rows = await conn.fetch(sampled_sql, distinct, key, *window, *shapes)
     by_run: dict[str, list[MetricWithRunId]] = defaultdict(list)
     for row in rows:
         by_run[row["run_id"]].append(

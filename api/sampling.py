@@ -10,7 +10,7 @@ more than `max_results` points, and `max_results == 1` yields only the last poin
 
 from __future__ import annotations
 
-__all__ = ["sample_indices"]
+__all__ = ["bucket_shape", "sample_indices"]
 
 
 def sample_indices(total: int, max_results: int) -> list[int]:
@@ -29,3 +29,18 @@ def sample_indices(total: int, max_results: int) -> list[int]:
     # the sample is full, so the last point replaces the last bucket's first
     kept[-1] = total - 1
     return kept
+
+
+def bucket_shape(total: int, max_results: int) -> tuple[int, int, int]:
+    """Return (q, boundary, last_start) so SQL can test positions without listing them.
+
+    Buckets before position `boundary` hold q+1 points, the rest q; `last_start` is where the
+    last bucket starts (the position the overall last point replaces).
+    """
+    if total <= 0 or max_results < 1:
+        raise ValueError("need at least one point and one bucket")
+    q, larger = divmod(total, max_results)
+    boundary = larger * (q + 1)
+    last = min(max_results, total) - 1
+    last_start = last * (q + 1) if last < larger else boundary + (last - larger) * q
+    return q, boundary, last_start

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.sampling import sample_indices
+from api.sampling import bucket_shape, sample_indices
 
 
 def ntile(total: int, buckets: int) -> list[int]:
@@ -67,3 +67,20 @@ def test_equals_the_ntile_reference(total: int, cap: int) -> None:
 def test_rejects_a_zero_cap() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         sample_indices(3, 0)
+
+
+@given(total=st.integers(1, 3000), max_results=st.integers(1, 2500))
+def test_bucket_shape_keeps_exactly_the_reference_positions(total: int, max_results: int) -> None:
+    # The SQL keeps a position by this arithmetic; it must pick what sample_indices picks.
+    q, boundary, last_start = bucket_shape(total, max_results)
+
+    def kept(i: int) -> bool:
+        if i == total - 1:
+            return True
+        if i == last_start:
+            return False
+        if i < boundary:
+            return i % (q + 1) == 0
+        return q > 0 and (i - boundary) % q == 0
+
+    assert [i for i in range(total) if kept(i)] == sample_indices(total, max_results)
