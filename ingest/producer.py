@@ -35,7 +35,7 @@ class EventProducer:
         bootstrap: str,
         topic: str,
         *,
-        linger_ms: int = 2,
+        linger_ms: int = 0,
         max_batch_size: int = 1024 * 1024,
         compression: str | None = "lz4",
         delivery_timeout_s: float = 15.0,

@@ -92,7 +92,7 @@ class Settings:
             partitions=partitions,
             dead_letter_topic=env.get("RUNSTREAM_DEAD_LETTER_TOPIC") or f"{topic}.dead-letter",
             delivery_timeout_s=_int(env, "RUNSTREAM_DELIVERY_TIMEOUT_MS", 15000) / 1000,
-            linger_ms=_int(env, "RUNSTREAM_KAFKA_LINGER_MS", 5),
+            linger_ms=_int(env, "RUNSTREAM_KAFKA_LINGER_MS", 0),
             consumer_group=env.get("RUNSTREAM_CONSUMER_GROUP") or "runstream-projector",
             registry_schema=env.get("RUNSTREAM_REGISTRY_SCHEMA") or "runstream_registry",
             read_schema=env.get("RUNSTREAM_READ_SCHEMA") or "runstream_read",
