@@ -303,8 +303,15 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     ordering = parse_run_order_by(order_by)
     offset = decode_page_token(page_token)
     bind = _Binder()
+    # One experiment (the usual case) is an equality, so the planner can walk
+    # runs_experiment_order in the default order instead of sorting the experiment's runs.
+    in_experiments = (
+        f"r.experiment_id = {bind(ids[0], 'bigint')}"
+        if len(ids) == 1
+        else f"r.experiment_id = ANY({bind(ids, 'bigint[]')})"
+    )
     where = [
-        f"r.experiment_id = ANY({bind(ids, 'bigint[]')})",
+        in_experiments,
         f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
         *(_run_predicate(p, bind) for p in predicates),
     ]
