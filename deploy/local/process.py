@@ -61,9 +61,11 @@ def spawn(argv: Sequence[str], log_file: Path, pid_file: Path, cwd: Path) -> int
     pid_file.unlink(missing_ok=True)
     with log_file.open("ab") as out:
         subprocess.run(
-            ["setsid", "--fork", "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pid_file),
-             *argv],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            ["setsid", "--fork", "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pid_file), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
             check=True,
         )
     deadline = time.monotonic() + 10
