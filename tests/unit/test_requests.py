@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from unit.request_support import RUN, error, missing, parse, wrong_type
 
 from ingest.entries import TagEntry
-from ingest.errors import HTTP_STATUS, MlflowError
 from ingest.requests import (
     PARSERS,
     CreateExperiment,
@@ -27,8 +27,6 @@ from ingest.requests import (
     UpdateRun,
 )
 
-RUN = "0123456789abcdef0123456789abcdef"
-DOCS = " See the API docs for more information about request parameters."
 RUN_ENDPOINTS = [path for path in PARSERS if path.startswith("runs/") and path != "runs/create"]
 EXPERIMENT_ENDPOINTS = [
     path for path in PARSERS if path.startswith("experiments/") and path != "experiments/create"
@@ -50,29 +48,6 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "runs/log-batch": {},
     "runs/log-inputs": {},
 }
-
-
-def parse(path: str, body: Any, **kwargs: bool) -> Any:
-    return PARSERS[path](body, **kwargs)
-
-
-def error(path: str, body: Any, code: str = "INVALID_PARAMETER_VALUE", **kwargs: bool) -> str:
-    """Parse a body that must fail; check its code and status, return its message."""
-    with pytest.raises(MlflowError) as info:
-        parse(path, body, **kwargs)
-    assert info.value.error_code == code
-    assert info.value.http_status == HTTP_STATUS[code] == 400
-    return info.value.message
-
-
-def missing(name: str) -> str:
-    return f"Missing value for required parameter '{name}'.{DOCS}"
-
-
-def wrong_type(name: str, shown: str, kind: str) -> str:
-    # MLflow's hint starts with a space after "supplied:", hence the double space.
-    hint = f" Hint: Value was of type '{kind}'."
-    return f"Invalid value {shown} for parameter '{name}' supplied: {hint}{DOCS}"
 
 
 # --- common to every endpoint -------------------------------------------------------------------
