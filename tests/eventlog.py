@@ -1,13 +1,16 @@
-"""Test support: read a topic's whole log back, decoded, to prove what was emitted."""
+"""Test support: write generated logs to a topic, and read a topic's whole log back."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ingest.codec import decode_record
+from ingest.codec import decode_record, encode_record
 from ingest.events import Event
+from projector.synthetic import Record
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,37 @@ class LoggedRecord:
     events: list[Event]
 
 
-async def read_records(
+async def produce_log(bootstrap: str, topic: str, log: Iterable[Record]) -> None:
+    """Append generated records (acks=all, idempotent) and wait until all are acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, encode_record(list(r.events)), key=r.key.encode())
+            for r in log
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """Return the end offset of each non-empty partition among `partitions`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: o for tp, o in ends.items() if o > 0}
+    finally:
+        await consumer.stop()
+
+
+async def read_raw(
     bootstrap: str, topic: str, *, timeout_ms: int = 10_000
-) -> list[LoggedRecord]:
-    """Return every record from offset 0 to the end offsets taken when called."""
+) -> list[tuple[int, int, bytes, bytes]]:
+    """Return (partition, offset, key, value) of every record up to the end offsets taken now."""
     # Without a group, a subscribing consumer is assigned every partition once metadata is in.
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -34,24 +64,30 @@ async def read_records(
         assert parts, f"topic {topic} has no partitions"
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
-        out: list[LoggedRecord] = []
+        out: list[tuple[int, int, bytes, bytes]] = []
         remaining = {tp for tp in parts if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=timeout_ms)
             assert batch, f"no records within {timeout_ms} ms while the log still had some"
             for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        out.append(
-                            LoggedRecord(
-                                tp.partition, r.offset, r.key or b"", decode_record(r.value or b"")
-                            )
-                        )
+                out += [
+                    (tp.partition, r.offset, r.key or b"", r.value or b"")
+                    for r in records
+                    if r.offset < ends[tp]
+                ]
                 if records[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
-        return sorted(out, key=lambda r: (r.partition, r.offset))
+        return sorted(out, key=lambda r: (r[0], r[1]))
     finally:
         await consumer.stop()
+
+
+async def read_records(bootstrap: str, topic: str) -> list[LoggedRecord]:
+    """Return every record from offset 0 to the end offsets taken when called, decoded."""
+    return [
+        LoggedRecord(partition, offset, key, decode_record(value))
+        for partition, offset, key, value in await read_raw(bootstrap, topic)
+    ]
 
 
 async def read_events(bootstrap: str, topic: str) -> list[Event]:

@@ -16,40 +16,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from eventlog import end_offsets, produce_log
 
-from ingest.codec import encode_record
 from projector.memory import MemoryStore
 from projector.snapshot import read_snapshot, state_hash
-from projector.synthetic import Record, metric_log, mixed_log
+from projector.synthetic import metric_log, mixed_log
 from services.config import Settings
 
 pytestmark = pytest.mark.integration
-
-
-async def _produce(bootstrap: str, topic: str, log: list[Record]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await producer.start()
-    try:
-        sent = [
-            await producer.send(topic, encode_record(list(r.events)), key=r.key.encode())
-            for r in log
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
-
-
-async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(6)])
-        return {tp.partition: o for tp, o in ends.items() if o > 0}
-    finally:
-        await consumer.stop()
 
 
 class Runner:
@@ -122,7 +96,7 @@ async def test_sigkill_at_random_points_then_restart(
     log = mixed_log(seed, runs=30) + metric_log(
         seed, runs=4, records_per_run=30, events_per_record=100
     )
-    await _produce(stack.kafka_bootstrap, runner.topic, log)
+    await produce_log(stack.kafka_bootstrap, runner.topic, log)
     total = len(log)
     db = await asyncpg.connect(stack.database_url)
     try:
@@ -151,8 +125,8 @@ async def test_sigkill_at_random_points_then_restart(
         rows = await db.fetch(
             f'SELECT partition, next_offset FROM "{runner.schema}".projector_offsets'
         )
-        assert {r["partition"]: r["next_offset"] for r in rows} == await _ends(
-            stack.kafka_bootstrap, runner.topic
+        assert {r["partition"]: r["next_offset"] for r in rows} == await end_offsets(
+            stack.kafka_bootstrap, runner.topic, range(6)
         )
         assert json.loads(out)["dead_letters"] == 0
     finally:
@@ -161,7 +135,7 @@ async def test_sigkill_at_random_points_then_restart(
 
 async def test_sigterm_finishes_gracefully(stack: Settings, runner: Runner) -> None:
     log = mixed_log(9, runs=10)
-    await _produce(stack.kafka_bootstrap, runner.topic, log)
+    await produce_log(stack.kafka_bootstrap, runner.topic, log)
     proc = await runner.start(max_records=2000)
     db = await asyncpg.connect(stack.database_url)
     try:

@@ -24,10 +24,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
+from eventlog import end_offsets, produce_log
 
-from ingest.codec import encode_record
 from projector.memory import MemoryStore
 from projector.snapshot import read_snapshot, state_hash
 from projector.synthetic import Record, metric_log, mixed_log
@@ -62,31 +61,6 @@ def _slices(log: list[Record], shares: list[float]) -> list[list[Record]]:
     for piece in out:
         assert {_partition(r) for r in piece} == PARTITIONS
     return out
-
-
-async def _produce(bootstrap: str, topic: str, log: list[Record]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await producer.start()
-    try:
-        sent = [
-            await producer.send(topic, encode_record(list(r.events)), key=r.key.encode())
-            for r in log
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
-
-
-async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in PARTITIONS])
-        return {tp.partition: o for tp, o in ends.items() if o > 0}
-    finally:
-        await consumer.stop()
 
 
 Explain = Callable[[], Awaitable[str]]
@@ -331,7 +305,7 @@ async def _drain_and_check(
     final = await watch.sample()
     assert watch.backwards == [], f"offsets moved backwards: {watch.backwards}"
     assert watch.samples > 100
-    assert final == ends == await _ends(group.stack.kafka_bootstrap, group.topic)
+    assert final == ends == await end_offsets(group.stack.kafka_bootstrap, group.topic, PARTITIONS)
     reference = MemoryStore().fold_log(e for r in produced for e in r.events).snapshot_now()
     snapshot = await read_snapshot(db, group.schema)
     assert state_hash(snapshot) == state_hash(reference)
@@ -358,9 +332,9 @@ async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, grou
         return f"{zombie.tail()}\n{survivor.tail()}\noffsets {watch.latest}\n{activity}"
 
     async def produce(piece: list[Record]) -> dict[int, int]:
-        await _produce(bootstrap, topic, piece)
+        await produce_log(bootstrap, topic, piece)
         produced.extend(piece)
-        return await _ends(bootstrap, topic)
+        return await end_offsets(bootstrap, topic, PARTITIONS)
 
     def alive() -> None:
         for m in (zombie, survivor):

@@ -12,7 +12,8 @@ import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from eventlog import read_raw
 
 from services.config import Settings
 from services.migrations import load, migrate
@@ -31,29 +32,8 @@ async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
-    """Read every record of the topic from offset 0 up to its end offsets."""
-    # Without a group, a subscribing consumer is assigned every partition once metadata is in.
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        assert parts, f"topic {topic} has no partitions"
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[tuple[bytes, bytes, int]] = []
-        remaining = {tp for tp in parts if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=5000)
-            assert batch, "no records within 5 s while the topic still had unread records"
-            for tp, records in batch.items():
-                out += [(r.key, r.value, tp.partition) for r in records]  # type: ignore[misc]
-                if records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    """Return (key, value, partition) of every record, raw (these values are not events)."""
+    return [(key, value, part) for part, _, key, value in await read_raw(bootstrap, topic)]
 
 
 async def test_events_round_trip_through_the_real_broker(stack: Settings, topic: str) -> None:
