@@ -47,7 +47,7 @@ def read_pid(pid_file: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
+        pass  # alive, but another user's
     return pid
 
 
