@@ -10,6 +10,10 @@ fences zombies: a ``FencedError`` drops the batch and re-seeks to the stored off
 Batches are pipelined: while PostgreSQL writes batch N, batch N+1 is fetched, decoded and folded
 (from N's end offsets); it is written only once N committed, else dropped with a re-seek.
 
+A replay runs the same loop with two differences: no dead-letter topic (the live projector sent
+those records there already; a replay only counts them), and a bound (``hold_at``) that it never
+folds past, so a rebuild can follow the live schema's offsets and stop exactly on them.
+
 Stopping is arq's pattern: ``stop()`` asks the loop to finish the batch in hand, waits up to a
 deadline, then cancels it; closing the clients runs under ``asyncio.shield``. In burst mode
 ``run`` returns once every partition has reached the end offsets taken when it started.
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from ingest.events import Event
 from projector.assignment import Assignment
@@ -59,7 +63,7 @@ class Projector:
         bootstrap: str,
         topic: str,
         group_id: str,
-        dead_letter_topic: str,
+        dead_letter_topic: str | None,
         schema: str,
         dsn: str | None = None,
         pool: asyncpg.Pool | None = None,
@@ -101,7 +105,9 @@ class Projector:
             "max_poll_interval_ms": max_poll_interval_ms,
             "rebalance_timeout_ms": max_poll_interval_ms,
         }
-        self._dead = DeadLetterProducer(bootstrap, dead_letter_topic)
+        self._dead = DeadLetterProducer(bootstrap, dead_letter_topic) if dead_letter_topic else None
+        self._limits: dict[int, int] | None = None
+        self._held_back: dict[int, int] = {}  # partition -> the bound it was paused at
         self._store: PgStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._held = Assignment(topic, self.stats)
@@ -128,7 +134,8 @@ class Projector:
                 self._store = await PgStore.open(
                     str(self._dsn), self.schema, synchronous_commit=self._synchronous_commit
                 )
-            await self._dead.start()
+            if self._dead is not None:
+                await self._dead.start()
             consumer = AIOKafkaConsumer(**self._consumer_config)
             self._consumer = consumer
             self._held.attach(consumer, self._store)
@@ -189,7 +196,8 @@ class Projector:
                 await consumer.stop()  # leaves the group: the partitions move on at once
         finally:
             try:
-                await self._dead.stop()
+                if self._dead is not None:
+                    await self._dead.stop()
             finally:
                 if self._store is not None:
                     await self._store.close()
@@ -217,6 +225,7 @@ class Projector:
         writing: asyncio.Task[bool] | None = None
         try:
             while not self._stop.is_set():
+                self._release_held_back()
                 if self._held.has_pending and writing is None:
                     await self._held.load_pending()
                 try:
@@ -259,6 +268,47 @@ class Projector:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
 
+    @property
+    def assigned(self) -> bool:
+        """Return True once the group has given this member its partitions."""
+        return self._held.assigned_once.is_set()
+
+    def hold_at(self, limits: dict[int, int] | None) -> None:
+        """Fold no record at or past ``limits`` (partition -> offset; absent: 0); None: no bound."""
+        self._limits = dict(limits) if limits is not None else None
+
+    def _release_held_back(self) -> None:
+        """Resume the partitions paused at a bound that has since moved on (or been lifted)."""
+        if not self._held_back or self._consumer is None:
+            return
+        for partition, bound in list(self._held_back.items()):
+            if self._limits is None or self._limits.get(partition, 0) > bound:
+                del self._held_back[partition]
+                with contextlib.suppress(IllegalStateError):
+                    self._consumer.resume(TopicPartition(self.topic, partition))
+
+    def _bounded(
+        self, fetched: dict[TopicPartition, list[Any]], expected: dict[int, int | None]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Cut fetched records at the bound; pause the cut partitions there until it moves."""
+        limits = self._limits
+        if limits is None:
+            return fetched
+        kept: dict[TopicPartition, list[Any]] = {}
+        for tp, records in fetched.items():
+            bound = limits.get(tp.partition, 0)
+            below = [r for r in records if r.offset < bound]
+            if len(below) < len(records):
+                # The next fetch starts at the bound (or past what is folded), once it moves.
+                resume_at = max(bound, expected.get(tp.partition) or 0)
+                with contextlib.suppress(IllegalStateError):
+                    self._running_consumer().seek(tp, resume_at)
+                    self._running_consumer().pause(tp)
+                self._held_back[tp.partition] = bound
+            if below:
+                kept[tp] = below
+        return kept
+
     async def _burst_targets(self) -> dict[int, int]:
         consumer = self._running_consumer()
         await self._wait_or_stop(self._held.assigned_once)
@@ -300,7 +350,9 @@ class Projector:
             expected.update(
                 (m.partition, m.next_offset) for m in ahead.moves if m.partition in expected
             )
-        parts, letters = collect(fetched, self.topic, expected, self._max_record_bytes)
+        parts, letters = collect(
+            self._bounded(fetched, expected), self.topic, expected, self._max_record_bytes
+        )
         if not parts:
             return None
         # The batch being written has not committed yet: its applied ids count as applied.
@@ -316,8 +368,7 @@ class Projector:
                 return False  # a partition was revoked since the batch was folded
             try:
                 if batch.letters:
-                    await self._retrying(partial(self._dead.send, batch.letters))
-                    self.stats.dead_letters += len(batch.letters)
+                    await self._dead_letter(batch.letters)
                 try:
                     await self._apply(batch.ops, batch.moves)
                 except FencedError as exc:
@@ -377,8 +428,7 @@ class Projector:
                             record.value,
                             f"refused by PostgreSQL: {exc}",
                         )
-                        await self._retrying(partial(self._dead.send, [letter]))
-                        self.stats.dead_letters += 1
+                        await self._dead_letter([letter])
                         await self._apply(Ops(), [move])
                         ops = Ops()
                 except FencedError as exc:
@@ -387,6 +437,14 @@ class Projector:
                 self._committed([move], ops.events, 1)
                 expected = offset + 1
         return True
+
+    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Send poison records to the dead-letter topic (a replay has none: it only counts)."""
+        if self._dead is not None:
+            await self._retrying(partial(self._dead.send, letters))
+        else:
+            log.info("poison_records_skipped", records=[(d.partition, d.offset) for d in letters])
+        self.stats.dead_letters += len(letters)
 
     async def _fenced(self, exc: FencedError) -> None:
         """Drop the batch; re-read the stored offsets of the fenced partitions and seek there."""
