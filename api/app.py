@@ -15,6 +15,7 @@ __all__ = ["QueryApi", "start_query_api"]
 async def start_query_api(
     pool: asyncpg.Pool,
     *,
+    schema: str,
     bootstrap: str,
     topic: str,
     partitions: int,
@@ -22,7 +23,8 @@ async def start_query_api(
     stack: AsyncExitStack,
 ) -> QueryApi:
     """Start the barrier on `topic` (stopped by `stack`) and return the API; add its routes
-    with `QueryApi.add_routes(app)`. `pool`'s search_path must be the read-model schema."""
+    with `QueryApi.add_routes(app)`. `pool`'s search_path must be the live read-model schema,
+    named `schema` (its as-of versions are named after it)."""
     barrier = ReadBarrier(pool, bootstrap, topic, partitions, deadline_s=read_wait_s)
     await stack.enter_async_context(barrier)
-    return QueryApi(pool, barrier)
+    return QueryApi(pool, barrier, schema=schema)

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from api import lineage, queries
+from api.asof import AS_OF_HEADER, AsOfViews
 from api.grammar import INT64_MAX, INT64_MIN, shown
 from api.requests import Fields, invalid_type, read_body
 from api.schemas import (
@@ -39,11 +40,20 @@ from api.sqlgen import (
 )
 from ingest.errors import does_not_exist, invalid_parameter
 
-__all__ = ["CONSISTENCY_HEADER", "LINEAGE_PREFIX", "MLFLOW_PREFIXES", "Barrier", "QueryApi"]
+__all__ = [
+    "AS_OF_HEADER",
+    "CONSISTENCY_HEADER",
+    "LINEAGE_PREFIX",
+    "MLFLOW_PREFIXES",
+    "Barrier",
+    "QueryApi",
+]
 
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 LINEAGE_PREFIX = "/api/runstream"
 CONSISTENCY_HEADER = "X-Runstream-Consistency"
+# A read of an as-of version resolves the same table names in that schema, for one transaction.
+_READ_SCHEMA = "SELECT set_config('search_path', $1, true)"
 
 MAX_BULK_RUN_IDS = 100
 MAX_BULK_HISTORY_RESULTS = 25_000
@@ -104,9 +114,10 @@ def _bounded(fields: Fields, name: str, default: int, maximum: int) -> int:
 class QueryApi:
     """MLflow's read endpoints and Runstream's lineage views over the read models."""
 
-    def __init__(self, pool: asyncpg.Pool, barrier: Barrier) -> None:
+    def __init__(self, pool: asyncpg.Pool, barrier: Barrier, *, schema: str) -> None:
         self._pool = pool
         self._barrier = barrier
+        self._as_of = AsOfViews(schema)
 
     def add_routes(self, app: web.Application) -> None:
         """Register every read endpoint under MLflow's prefixes and the lineage views."""
@@ -138,26 +149,36 @@ class QueryApi:
 
     async def _settle(
         self, request: web.Request, fields: Fields, keys: Iterable[str] | None
-    ) -> None:
-        """Pass the barrier for these record keys (None: the whole topic) unless opted out."""
+    ) -> str | None:
+        """Pass the barrier for these record keys (None: the whole topic) unless opted out.
+
+        Return the as-of schema to read instead of the live one, if the request names a moment.
+        """
+        as_of = request.headers.get(AS_OF_HEADER) or fields.text("as_of")
+        if as_of:
+            return await self._as_of.resolve(self._pool, as_of)
         header = request.headers.get(CONSISTENCY_HEADER)
         choice = header if header is not None else fields.text("consistency")
         if choice:
             mode = choice.strip().lower()
             if mode == "eventual":
-                return
+                return None
             if mode != "strong":
                 raise invalid_parameter(
                     f"Invalid consistency {choice[:100]!r}: use 'strong' (default) or 'eventual'."
                 )
         await self._barrier.wait(keys)
+        return None
 
     @asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _snapshot(self, as_of: str | None) -> AsyncIterator[asyncpg.Connection]:
+        """Yield a connection in a read-only snapshot of the live schema (or an as-of one)."""
         async with (
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
+            if as_of is not None:
+                await conn.execute(_READ_SCHEMA, f'"{as_of}"')
             yield conn
 
     # --- experiments ----------------------------------------------------------------------
@@ -167,10 +188,10 @@ class QueryApi:
         fields = await _fields(request)
         raw = fields.text("experiment_id", required=True) or ""
         number = _experiment_id(raw)
-        await self._settle(request, fields, [f"experiment:{number}"])
+        as_of = await self._settle(request, fields, [f"experiment:{number}"])
         found = []
         if INT64_MIN <= number <= INT64_MAX:  # beyond bigint no row can match
-            async with self._snapshot() as conn:
+            async with self._snapshot(as_of) as conn:
                 found = await queries.experiments(conn, [number])
         if not found:
             raise does_not_exist(f"No Experiment with id={shown(str(number))} exists")
@@ -180,8 +201,8 @@ class QueryApi:
         """GetExperimentByName: deleted experiments too; 404 is how the client learns 'none'."""
         fields = await _fields(request)
         name = fields.text("experiment_name", required=True) or ""
-        await self._settle(request, fields, None)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, None)
+        async with self._snapshot(as_of) as conn:
             experiment = await queries.experiment_by_name(conn, name)
         if experiment is None:
             raise does_not_exist(f"Could not find experiment with name '{name}'")
@@ -197,8 +218,8 @@ class QueryApi:
             fields.texts("order_by"),
             fields.text("page_token"),
         )
-        await self._settle(request, fields, None)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, None)
+        async with self._snapshot(as_of) as conn:
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.experiments(conn, ids)
         return _json(SearchExperimentsResponse(found, token))
@@ -209,8 +230,8 @@ class QueryApi:
         """GetRun: one run with its latest metrics, params, tags and inputs, deleted or not."""
         fields = await _fields(request)
         run_id = fields.text("run_id", required=True, fallback="run_uuid") or ""
-        await self._settle(request, fields, [run_id])
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, [run_id])
+        async with self._snapshot(as_of) as conn:
             found = await queries.runs(conn, [run_id])
         if not found:
             raise does_not_exist(f"Run with id={run_id} not found")
@@ -232,8 +253,8 @@ class QueryApi:
             fields.texts("order_by"),
             fields.text("page_token"),
         )
-        await self._settle(request, fields, None)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, None)
+        async with self._snapshot(as_of) as conn:
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.runs(conn, ids)
         return _json(SearchRunsResponse(found, token))
@@ -252,8 +273,8 @@ class QueryApi:
                 "It must be a positive integer."
             )
         offset = decode_page_token(fields.text("page_token"))
-        await self._settle(request, fields, [run_id])
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, [run_id])
+        async with self._snapshot(as_of) as conn:
             points, token = await queries.metric_history(conn, run_id, key, max_results, offset)
         return _json(MetricHistoryResponse(points, token))
 
@@ -281,8 +302,8 @@ class QueryApi:
             )
         # MLflow caps the page silently
         limit = min(max_results or MAX_BULK_HISTORY_RESULTS, MAX_BULK_HISTORY_RESULTS)
-        await self._settle(request, fields, run_ids)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, run_ids)
+        async with self._snapshot(as_of) as conn:
             points = await queries.metric_history_bulk(conn, run_ids, key, limit)
         return _json(BulkHistoryResponse(points))
 
@@ -318,8 +339,8 @@ class QueryApi:
             raise invalid_parameter(
                 "If either start step or end step are specified, both must be specified."
             )
-        await self._settle(request, fields, run_ids)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, run_ids)
+        async with self._snapshot(as_of) as conn:
             points = await queries.metric_history_sampled(conn, run_ids, key, max_results, steps)
         return _json(MetricsWithRunIdResponse(points))
 
@@ -332,8 +353,8 @@ class QueryApi:
         view: Callable[[asyncpg.Connection, str], Awaitable[tuple[list[LineageNode], bool]]],
     ) -> web.Response:
         run_id = request.match_info["run_id"]
-        await self._settle(request, fields, None)  # lineage spans runs on every partition
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, None)  # lineage spans runs on every partition
+        async with self._snapshot(as_of) as conn:
             root = await _lineage_node(conn, run_id)
             found, truncated = await view(conn, run_id)
         return _json(LineageResponse(root, found, truncated))
@@ -375,8 +396,8 @@ class QueryApi:
         modes = lineage.MODES if mode == "both" else (mode,)
         stages = lifecycle_stages(fields.enum("run_view_type"), "run_view_type")
         run_id = request.match_info["run_id"]
-        await self._settle(request, fields, None)
-        async with self._snapshot() as conn:
+        as_of = await self._settle(request, fields, None)
+        async with self._snapshot(as_of) as conn:
             await _lineage_node(conn, run_id)
             count, best = await lineage.best_children(conn, run_id, metrics, modes, stages)
         return _json(BestChildrenResponse(run_id, count, best))

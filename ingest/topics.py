@@ -22,6 +22,9 @@ SYSTEM_OF_RECORD = {
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
     "max.message.bytes": str(MAX_RECORD_BYTES),
+    # The broker stamps each record when it appends it: timestamps then rise with the offsets
+    # of a partition, whatever the producers' clocks, so `replay --as-of` can cut the log there.
+    "message.timestamp.type": "LogAppendTime",
 }
 
 

@@ -23,11 +23,14 @@ __all__ = [
     "canonical_json_tags",
     "make_snapshot",
     "read_snapshot",
+    "read_snapshot_at",
     "read_state_hash",
     "state_hash",
 ]
 
 Row = tuple[Any, ...]
+
+_OFFSETS = "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1"
 Snapshot = dict[str, list[Row]]
 
 # Table -> the columns the hash covers, in order. Names here are constants, never input.
@@ -135,10 +138,28 @@ async def read_snapshot(conn: asyncpg.Connection, schema: str | None = None) -> 
 
     Tables are resolved through the connection's search_path unless ``schema`` is given.
     """
+    snapshot, _ = await _read(conn, schema, None)
+    return snapshot
+
+
+async def read_snapshot_at(
+    conn: asyncpg.Connection, schema: str, topic: str
+) -> tuple[Snapshot, dict[int, int]]:
+    """Read the snapshot and the offsets it stands at (partition -> next), consistently."""
+    return await _read(conn, schema, topic)
+
+
+async def _read(
+    conn: asyncpg.Connection, schema: str | None, topic: str | None
+) -> tuple[Snapshot, dict[int, int]]:
     raw: dict[str, list[Row]] = {}
+    offsets: dict[int, int] = {}
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if schema is not None:
             await conn.execute("SELECT set_config('search_path', $1, true)", _quoted(schema))
+        if topic is not None:
+            rows = await conn.fetch(_OFFSETS, topic)
+            offsets = {row["partition"]: row["next_offset"] for row in rows}
         for name, columns in TABLES.items():
             select = ", ".join(columns)
             records = await conn.fetch(f"SELECT {select} FROM {name}")
@@ -146,7 +167,7 @@ async def read_snapshot(conn: asyncpg.Connection, schema: str | None = None) -> 
             if name == "run_dataset_inputs":
                 rows = [(*r[:-1], _json_tags(r[-1])) for r in rows]
             raw[name] = rows
-    return make_snapshot(raw)
+    return make_snapshot(raw), offsets
 
 
 async def read_state_hash(conn: asyncpg.Connection, schema: str | None = None) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import uvloop
@@ -20,7 +21,17 @@ from ingest.topics import ensure_topics
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
 from services.migrations import load, migrate
+from services.replay import (
+    ReplayError,
+    ReplayOptions,
+    build_as_of,
+    drop_version,
+    list_versions,
+    replay,
+    rollback,
+)
 from services.runtime import ROLES, RoleFailedError, run_roles
+from services.verify import VerifyError, verify
 
 # Each schema and the package whose migrations build it.
 SCHEMA_PACKAGES = (("registry_schema", "ingest"), ("read_schema", "projector"))
@@ -171,6 +182,49 @@ def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
+def parse_moment(text: str) -> int:
+    """Return epoch milliseconds from ISO 8601 (UTC unless it says otherwise) or a number."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time nor epoch milliseconds"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild, roll back, time-travel, list or drop read-model versions."""
+    options = ReplayOptions(max_records=args.max_records, verify=args.verify)
+    if args.list:
+        for version in asyncio.run(list_versions(settings)):
+            _print(version)
+        return 0
+    if args.drop:
+        asyncio.run(drop_version(settings, args.drop))
+        _print({"dropped": args.drop})
+        return 0
+    if args.rollback:
+        _print(asyncio.run(rollback(settings, options)))
+    elif args.as_of is not None:
+        _print(asyncio.run(build_as_of(settings, args.as_of, options)))
+    else:
+        _print(asyncio.run(replay(settings, options, restart=args.restart)))
+    return 0
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Compare a schema with the fold of the log (or another schema); exit 1 if they differ."""
+    outcome = asyncio.run(verify(settings, args.schema or settings.read_schema, args.against))
+    _print(outcome)
+    return 0 if outcome["equal"] else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +235,34 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run ingest gateway, projector and query API in one process")
     for role in ROLES:
         sub.add_parser(role, help=f"run the {role} role alone")
+    rep = sub.add_parser(
+        "replay",
+        help="rebuild the read models from offset 0 into a new version and swap it in, live",
+    )
+    what = rep.add_mutually_exclusive_group()
+    what.add_argument("--rollback", action="store_true", help="swap the previous version back")
+    what.add_argument(
+        "--as-of",
+        type=parse_moment,
+        metavar="TIME",
+        help="build a read-only version as of TIME (ISO 8601, UTC by default, or epoch ms)",
+    )
+    what.add_argument("--list", action="store_true", help="list the versions and their offsets")
+    what.add_argument("--drop", metavar="SCHEMA", help="drop a version that is not live")
+    rep.add_argument(
+        "--restart", action="store_true", help="discard an interrupted rebuild, start at 0"
+    )
+    rep.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare both versions' state hashes inside the swap; do not swap if they differ",
+    )
+    rep.add_argument("--max-records", type=int, default=5000, help="records per fetch")
+    ver = sub.add_parser(
+        "verify", help="compare the read models with the in-memory fold of the log"
+    )
+    ver.add_argument("--schema", help="the schema to check (default: the live one)")
+    ver.add_argument("--against", metavar="SCHEMA", help="compare with this schema instead")
     return parser
 
 
@@ -194,12 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rs_logging.configure(settings.log_level, settings.log_format)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "migrate": cmd_migrate}
+    with_args = {"replay": cmd_replay, "verify": cmd_verify}
     try:
         if args.command in commands:
             return commands[args.command](settings)
+        if args.command in with_args:
+            return with_args[args.command](settings, args)
         roles = frozenset(ROLES) if args.command == "serve" else frozenset({args.command})
         uvloop.run(run_roles(settings, roles))
-    except (StackError, UnavailableError, RoleFailedError) as exc:
+    except (StackError, UnavailableError, RoleFailedError, ReplayError, VerifyError) as exc:
         print(f"runstream {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

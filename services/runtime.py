@@ -119,6 +119,7 @@ async def start_api(settings: Settings, stack: AsyncExitStack) -> QueryApi:
     stack.push_async_callback(pool.close)
     return await start_query_api(
         pool,
+        schema=settings.read_schema,
         bootstrap=settings.kafka_bootstrap,
         topic=settings.topic,
         partitions=settings.partitions,

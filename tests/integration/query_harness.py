@@ -94,7 +94,7 @@ async def query_api(
         barrier = ReadBarrier(pool, settings.kafka_bootstrap, topic, PARTITIONS, **barrier_options)
         await stack.enter_async_context(barrier)
         app = new_app()
-        QueryApi(pool, barrier).add_routes(app)
+        QueryApi(pool, barrier, schema=schema).add_routes(app)
         client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
         stack.push_async_callback(client.close)

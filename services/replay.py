@@ -1,0 +1,388 @@
+"""Rebuild the read models from the log while they keep serving; swap, roll back, time travel.
+
+``replay`` folds the topic from offset 0 into ``<live>__next`` with a projector of its own that
+never folds past the live schema's offsets, so the rebuild follows the live projector. Once it
+has caught up, the live projector is held still (``projector.versions.frozen_live``), the rebuild
+folds up to exactly the live offsets, and the schemas are renamed in that same transaction: the
+rebuild becomes live, the old live becomes ``<live>__prev``. Both then stand at the same offsets,
+which is where ``verify`` (optionally inside the swap) compares them. An interrupted replay
+resumes from the offsets the rebuild stored; ``rollback`` swaps ``__prev`` back the same way;
+``as_of`` folds up to the offsets of a moment into a frozen schema the API can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from ingest.topics import MAX_RECORD_BYTES
+from projector import versions
+from projector.consumer import Projector
+from projector.logread import end_offsets, offsets_at
+from projector.snapshot import read_snapshot_at, state_hash
+from services.config import Settings
+from services.migrations import load, migrate
+from services.progress import Progress
+from services.verify import diff_snapshots
+
+log = structlog.get_logger(__name__)
+
+Offsets = dict[int, int]
+
+
+class ReplayError(RuntimeError):
+    """A replay, rollback or verification cannot go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How a rebuild folds and swaps."""
+
+    max_records: int = 5000  # per fetch: larger batches, fewer transactions
+    poll_s: float = 0.2  # how often the rebuild's offsets are compared with its target
+    # Under write load the live offsets never stand still: the rebuild is close enough to swap
+    # once it is this many records behind; the rest is folded while the live projector is held.
+    swap_lag: int = 100
+    lock_timeout_s: float = 5.0  # waiting for a live batch to commit before the swap
+    catch_up_s: float = 30.0  # folding the last records while the live projector is held
+    swap_attempts: int = 5
+    verify: bool = False  # compare both versions' state hashes inside the swap
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@asynccontextmanager
+async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(settings.database_url, timeout=30)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+_SOLE = "SELECT pg_try_advisory_lock(hashtextextended('runstream.replay:' || $1, 0))"
+
+
+@asynccontextmanager
+async def _sole(settings: Settings) -> AsyncIterator[None]:
+    """Hold the one replay lock of the live schema (rebuild, rollback or as-of) until exit."""
+    async with connection(settings) as conn:
+        if not await conn.fetchval(_SOLE, settings.read_schema):
+            raise ReplayError(f"another replay of {settings.read_schema} is running")
+        yield  # the session lock goes with the connection
+
+
+@asynccontextmanager
+async def _folding(
+    settings: Settings, schema: str, options: ReplayOptions
+) -> AsyncIterator[tuple[Projector, asyncio.Task[None]]]:
+    """Run a projector into ``schema`` (bound to nothing until told), stopped on exit."""
+    projector = Projector(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic,
+        group_id=f"{settings.consumer_group}.{schema}",
+        dead_letter_topic=None,
+        dsn=settings.database_url,
+        schema=schema,
+        client_id="runstream-replay",
+        max_records=options.max_records,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        max_record_bytes=MAX_RECORD_BYTES,
+        # Rows and offsets commit together: a commit lost in a crash is folded again.
+        synchronous_commit=False,
+    )
+    projector.hold_at({})
+    async with projector:
+        task = asyncio.create_task(projector.run(), name=f"replay-{schema}")
+        try:
+            yield projector, task
+        finally:
+            await projector.stop(30.0)
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _fixed(offsets: Offsets) -> Callable[[], Awaitable[Offsets]]:
+    async def bound() -> Offsets:
+        return offsets
+
+    return bound
+
+
+async def _fold_until(
+    conn: asyncpg.Connection,
+    folding: tuple[Projector, asyncio.Task[None]],
+    *,
+    schema: str,
+    topic: str,
+    bound: Callable[[], Awaitable[Offsets]],
+    progress: Progress,
+    options: ReplayOptions,
+    within_s: float | None = None,
+    slack: int = 0,
+    poll_s: float | None = None,
+) -> Offsets:
+    """Fold into ``schema`` until its stored offsets are within ``slack`` records of ``bound()``
+    (asked again each poll)."""
+    projector, task = folding
+    deadline = time.monotonic() + within_s if within_s is not None else None
+    while True:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise ReplayError("the replay's projector stopped on its own")
+        target = await bound()
+        projector.hold_at(target)
+        mine = await versions.stored_offsets(conn, schema, topic)
+        done = sum(min(mine.get(p, 0), end) for p, end in target.items())
+        progress.update(done, sum(target.values()))
+        if sum(target.values()) - done <= slack and (projector.assigned or slack == 0):
+            return mine
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{schema} did not reach {target} within {within_s} s")
+        await asyncio.sleep(options.poll_s if poll_s is None else poll_s)
+
+
+async def _hashes_equal(settings: Settings, live: str, candidate: str) -> tuple[bool, list[str]]:
+    """Compare two schemas' state (both must be still); return equal? and the differences."""
+    async with connection(settings) as conn:
+        left, _ = await read_snapshot_at(conn, live, settings.topic)
+        right, _ = await read_snapshot_at(conn, candidate, settings.topic)
+    if state_hash(left) == state_hash(right):
+        return True, []
+    return False, diff_snapshots(left, right, live, candidate)
+
+
+async def _swap(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    folding: tuple[Projector, asyncio.Task[None]],
+    *,
+    candidate: str,
+    keep_as: str,
+    progress: Progress,
+    options: ReplayOptions,
+) -> tuple[Offsets, float]:
+    """Hold the live projector, fold ``candidate`` to exactly its offsets, and promote it.
+
+    Return the offsets both versions stood at, and how long the live projector was held."""
+    live, topic = settings.read_schema, settings.topic
+    projector, task = folding
+    for attempt in range(1, options.swap_attempts + 1):
+        try:
+            async with versions.frozen_live(
+                conn, live, topic, lock_timeout_s=options.lock_timeout_s
+            ) as held:
+                started = time.monotonic()
+                target = held or await end_offsets(settings.kafka_bootstrap, topic)
+
+                await _fold_until(
+                    conn,
+                    folding,
+                    schema=candidate,
+                    topic=topic,
+                    bound=_fixed(target),
+                    progress=progress,
+                    options=options,
+                    within_s=options.catch_up_s,
+                    poll_s=0.01,  # readers' strong reads wait while the live projector is held
+                )
+                # Its last batch is committed: nothing of it can land after the rename.
+                await projector.stop(30.0)
+                await asyncio.gather(task, return_exceptions=True)
+                if options.verify:
+                    equal, differences = await _hashes_equal(settings, live, candidate)
+                    if not equal:
+                        raise ReplayError(
+                            f"{candidate} differs from {live} at the same offsets; not "
+                            "swapped:\n" + "\n".join(differences)
+                        )
+                await versions.promote(conn, live, candidate, keep_as)
+            held_s = time.monotonic() - started
+            log.info(
+                "read_models_swapped",
+                live=live,
+                promoted=candidate,
+                kept_as=keep_as,
+                offsets=target,
+                held_s=round(held_s, 3),
+            )
+            return target, held_s
+        except (asyncpg.LockNotAvailableError, TimeoutError) as exc:
+            if task.done():
+                raise ReplayError(f"swap failed after its projector stopped: {exc}") from exc
+            log.warning("swap_retry", attempt=attempt, error=str(exc)[:300])
+    raise ReplayError(f"could not hold the live projector in {options.swap_attempts} attempts")
+
+
+async def _live_bound(conn: asyncpg.Connection, settings: Settings) -> Offsets:
+    """Return how far a rebuild may fold now: the live offsets (the log's end if it has none)."""
+    live = await versions.stored_offsets(conn, settings.read_schema, settings.topic)
+    return live or await end_offsets(settings.kafka_bootstrap, settings.topic)
+
+
+async def _rebuild_and_swap(
+    settings: Settings, candidate: str, keep_as: str, progress: Progress, options: ReplayOptions
+) -> dict[str, Any]:
+    live, topic = settings.read_schema, settings.topic
+    started = time.monotonic()
+    async with connection(settings) as conn:
+        first = sum((await versions.stored_offsets(conn, candidate, topic)).values())
+        async with _folding(settings, candidate, options) as folding:
+
+            async def follow() -> None:
+                await _fold_until(
+                    conn,
+                    folding,
+                    schema=candidate,
+                    topic=topic,
+                    bound=lambda: _live_bound(conn, settings),
+                    progress=progress,
+                    options=options,
+                    slack=options.swap_lag,
+                )
+
+            await follow()
+            info = await versions.description(conn, candidate)
+            if info.get("deferred_indexes"):
+                # Built once, in bulk, now that the rows are in; then the rebuild catches up.
+                began = time.monotonic()
+                await versions.build_indexes(conn, info["deferred_indexes"])
+                await versions.describe(conn, candidate, {**info, "deferred_indexes": []})
+                log.info(
+                    "indexes_built", schema=candidate, seconds=round(time.monotonic() - began, 1)
+                )
+                await follow()
+            # The planner's statistics, before it plans the readers' queries on this version.
+            await versions.analyze(conn, candidate)
+            if keep_as != candidate:
+                await versions.drop(conn, keep_as)  # the version before last is let go now
+            offsets, held_s = await _swap(
+                conn,
+                settings,
+                folding,
+                candidate=candidate,
+                keep_as=keep_as,
+                progress=progress,
+                options=options,
+            )
+        await versions.describe(conn, keep_as, {"role": "prev", "replaced_at": _now_iso()})
+        await versions.describe(conn, live, {"role": "live", "promoted_at": _now_iso()})
+    progress.finish()
+    elapsed = time.monotonic() - started
+    folded = sum(offsets.values()) - first
+    return {
+        "live": live,
+        "kept_as": keep_as,
+        "offsets": offsets,
+        "records_folded": folded,
+        "events_folded": folding[0].stats.events,
+        "resumed_at": first,
+        "live_held_s": round(held_s, 3),
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(folded / elapsed) if elapsed > 0 else None,
+    }
+
+
+async def replay(
+    settings: Settings, options: ReplayOptions, *, restart: bool = False
+) -> dict[str, Any]:
+    """Rebuild the read models from offset 0 into a new version and swap it in."""
+    async with _sole(settings):
+        return await _replay(settings, options, restart=restart)
+
+
+async def _replay(settings: Settings, options: ReplayOptions, *, restart: bool) -> dict[str, Any]:
+    live = settings.read_schema
+    candidate, keep_as = versions.next_schema(live), versions.prev_schema(live)
+    async with connection(settings) as conn:
+        if not await versions.exists(conn, live):
+            raise ReplayError(f"schema {live} does not exist: run `runstream up` (or migrate)")
+        if restart:
+            await versions.drop(conn, candidate)
+        resumed = await versions.stored_offsets(conn, candidate, settings.topic)
+        await migrate(conn, candidate, load("projector"))
+        info = await versions.description(conn, candidate)
+        if not info.get("deferred_indexes"):
+            info = {
+                "role": "next",
+                "started_at": info.get("started_at", _now_iso()),
+                "deferred_indexes": await versions.defer_indexes(conn, candidate),
+            }
+            await versions.describe(conn, candidate, info)
+    if resumed:
+        log.info("replay_resumed", schema=candidate, offsets=resumed)
+    return await _rebuild_and_swap(settings, candidate, keep_as, Progress("replay"), options)
+
+
+async def rollback(settings: Settings, options: ReplayOptions) -> dict[str, Any]:
+    """Swap the version kept by the last replay back in, folding what it missed first."""
+    prev = versions.prev_schema(settings.read_schema)
+    async with _sole(settings):
+        async with connection(settings) as conn:
+            if not await versions.exists(conn, prev):
+                raise ReplayError(f"there is no {prev} to roll back to")
+        return await _rebuild_and_swap(settings, prev, prev, Progress("rollback"), options)
+
+
+async def build_as_of(settings: Settings, moment_ms: int, options: ReplayOptions) -> dict[str, Any]:
+    """Fold the log as it stood at ``moment_ms`` into a frozen schema; return where it is."""
+    async with _sole(settings):
+        return await _build_as_of(settings, moment_ms, options)
+
+
+async def _build_as_of(
+    settings: Settings, moment_ms: int, options: ReplayOptions
+) -> dict[str, Any]:
+    schema = versions.as_of_schema(settings.read_schema, moment_ms)
+    target = await offsets_at(settings.kafka_bootstrap, settings.topic, moment_ms)
+    moment = datetime.fromtimestamp(moment_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    info = {"role": "as_of", "as_of": moment, "as_of_ms": moment_ms, "offsets": target}
+    async with connection(settings) as conn:
+        await migrate(conn, schema, load("projector"))
+        await versions.describe(conn, schema, {**info, "complete": False})
+
+        async with _folding(settings, schema, options) as folding:
+            await _fold_until(
+                conn,
+                folding,
+                schema=schema,
+                topic=settings.topic,
+                bound=_fixed(target),
+                progress=Progress("as_of"),
+                options=options,
+            )
+        await versions.describe(conn, schema, {**info, "complete": True, "built_at": _now_iso()})
+    return {"schema": schema, **info}
+
+
+async def list_versions(settings: Settings) -> list[dict[str, Any]]:
+    """Return every version of the read models and how far each has folded."""
+    async with connection(settings) as conn:
+        found = await versions.list_versions(conn, settings.read_schema, settings.topic)
+    return [
+        {"schema": v.schema, "role": v.role, "records": v.events, "offsets": v.offsets, **v.info}
+        for v in found
+    ]
+
+
+async def drop_version(settings: Settings, schema: str) -> None:
+    """Drop a version that is not live."""
+    if schema == settings.read_schema:
+        raise ReplayError("the live schema cannot be dropped")
+    async with connection(settings) as conn:
+        known = {
+            v.schema
+            for v in await versions.list_versions(conn, settings.read_schema, settings.topic)
+        }
+        if schema not in known:
+            raise ReplayError(f"{schema} is not a version of {settings.read_schema}")
+        await versions.drop(conn, schema)
