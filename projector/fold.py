@@ -88,7 +88,13 @@ LAST_WRITER_WINS: tuple[type, ...] = (
 
 def last_writer_wins_ids(events: Iterable[Event]) -> list[str]:
     """Return the event ids a store must check before folding ``events`` (see ``Folder``)."""
-    return [e.event_id for e in events if isinstance(e, LAST_WRITER_WINS)]
+    # Metric points are nearly every event and never last-writer-wins: skip them by exact type
+    # first (one identity test) instead of walking the whole tuple of classes for each.
+    return [
+        e.event_id
+        for e in events
+        if type(e) is not MetricLogged and isinstance(e, LAST_WRITER_WINS)
+    ]
 
 
 # One canonical NaN object: dict keys compare by identity first, and since Python 3.10 every
@@ -177,7 +183,8 @@ class Folder:
                     best = latest.get(slot)
                     if best is None:
                         latest[slot] = earliest[slot] = (step, ts, nan, value)
-                    elif _later(step, ts, nan, value, best):
+                    # A later step decides alone: the common case costs no call.
+                    elif step > best[0] or (step == best[0] and _later(step, ts, nan, value, best)):
                         latest[slot] = (step, ts, nan, value)
                     elif _earlier(step, ts, nan, value, earliest[slot]):
                         earliest[slot] = (step, ts, nan, value)
