@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+_FOLD_SLICE = 2000  # events folded between two yields to the event loop (a few ms of CPU)
+
 
 class _Abandoned(Exception):
     """The batch in hand was given up (stop requested, or its partitions are being revoked)."""
@@ -62,7 +64,7 @@ class Projector:
         *,
         bootstrap: str,
         topic: str,
-        group_id: str,
+        group_id: str | None,
         dead_letter_topic: str | None,
         schema: str,
         dsn: str | None = None,
@@ -141,10 +143,22 @@ class Projector:
             self._held.attach(consumer, self._store)
             consumer.subscribe([self.topic], listener=self._held)
             await consumer.start()
+            if self.group_id is None:
+                await self._hold_every_partition(consumer)
         except BaseException:
             await asyncio.shield(self._close())
             raise
         log.info("projector_started", topic=self.topic, group=self.group_id, schema=self.schema)
+
+    async def _hold_every_partition(self, consumer: AIOKafkaConsumer) -> None:
+        """Without a group (a replay is the only member) hold every partition at once: no join,
+        no rebalance delay. Partitions added to the topic later are not picked up."""
+        async with asyncio.timeout(30):
+            while True:
+                if consumer.assignment():
+                    break
+                await asyncio.sleep(0.01)  # the metadata of the subscribed topic is on its way
+        await self._held.on_partitions_assigned(set(consumer.assignment()))
 
     async def run(self, *, burst: bool = False) -> None:
         """Consume until ``stop()`` (or, in burst mode, until the start-time end offsets)."""
@@ -350,9 +364,13 @@ class Projector:
             expected.update(
                 (m.partition, m.next_offset) for m in ahead.moves if m.partition in expected
             )
-        parts, letters = collect(
-            self._bounded(fetched, expected), self.topic, expected, self._max_record_bytes
-        )
+        parts: list[PartBatch] = []
+        letters: list[DeadLetter] = []
+        for tp, records in self._bounded(fetched, expected).items():
+            more, poison = collect({tp: records}, self.topic, expected, self._max_record_bytes)
+            parts += more
+            letters += poison
+            await asyncio.sleep(0)  # between partitions: the batch being written gets its I/O
         if not parts:
             return None
         # The batch being written has not committed yet: its applied ids count as applied.
@@ -390,8 +408,15 @@ class Projector:
         if ids:
             applied |= await self._retrying(partial(self._running_store().applied_ids, ids))
         folder = Folder(applied)
+        since_yield = 0
         for events in records:
             folder.add(events)
+            since_yield += len(events)
+            if since_yield >= _FOLD_SLICE:
+                since_yield = 0
+                # Folding is CPU-bound and shares the loop with the batch being written: let
+                # its statements and COPY data reach PostgreSQL, or the two stages take turns.
+                await asyncio.sleep(0)
         return folder.ops()
 
     async def _apply(self, ops: Ops, moves: list[OffsetMove]) -> None:
