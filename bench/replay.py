@@ -87,6 +87,10 @@ async def main(args: argparse.Namespace) -> None:
                     "replay_s": round(replay_s, 1),
                     "replay_events_per_s": round(outcome["events_folded"] / replay_s),
                     "replay_records_per_s": round(outcome["records_folded"] / replay_s),
+                    "replay_index_build_s": outcome["index_build_s"],
+                    "replay_fold_events_per_s": round(
+                        outcome["events_folded"] / (replay_s - outcome["index_build_s"])
+                    ),
                     "live_held_s": outcome["live_held_s"],
                     "verified_in_swap": args.verify,
                 }

@@ -90,7 +90,7 @@ async def _folding(
     projector = Projector(
         bootstrap=settings.kafka_bootstrap,
         topic=settings.topic,
-        group_id=f"{settings.consumer_group}.{schema}",
+        group_id=None,  # the only member (the replay lock): every partition, no join delay
         dead_letter_topic=None,
         dsn=settings.database_url,
         schema=schema,
@@ -251,15 +251,19 @@ async def _rebuild_and_swap(
                 )
 
             await follow()
+            index_s = 0.0
             info = await versions.description(conn, candidate)
             if info.get("deferred_indexes"):
                 # Built once, in bulk, now that the rows are in; then the rebuild catches up.
                 began = time.monotonic()
-                await versions.build_indexes(conn, info["deferred_indexes"])
+                builders = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=2)
+                try:
+                    await versions.build_indexes(builders, candidate, info["deferred_indexes"])
+                finally:
+                    await builders.close()
                 await versions.describe(conn, candidate, {**info, "deferred_indexes": []})
-                log.info(
-                    "indexes_built", schema=candidate, seconds=round(time.monotonic() - began, 1)
-                )
+                index_s = time.monotonic() - began
+                log.info("indexes_built", schema=candidate, seconds=round(index_s, 1))
                 await follow()
             # The planner's statistics, before it plans the readers' queries on this version.
             await versions.analyze(conn, candidate)
@@ -287,6 +291,7 @@ async def _rebuild_and_swap(
         "events_folded": folding[0].stats.events,
         "resumed_at": first,
         "live_held_s": round(held_s, 3),
+        "index_build_s": round(index_s, 1),
         "seconds": round(elapsed, 2),
         "records_per_s": round(folded / elapsed) if elapsed > 0 else None,
     }

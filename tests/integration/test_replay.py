@@ -22,11 +22,15 @@ import aiohttp
 import asyncpg
 import pytest
 from processes import runstream_process
+from structlog.testing import capture_logs
 
+from ingest.events import MetricLogged, RunStarted
 from projector import versions
+from projector.fold import fold
 from projector.logread import end_offsets
+from projector.ops import OffsetMove
 from projector.snapshot import read_state_hash
-from projector.store import quote_schema
+from projector.store import PgStore, quote_schema
 from services.config import Settings
 from services.replay import ReplayError, ReplayOptions, build_as_of, replay, rollback
 from services.verify import verify
@@ -432,3 +436,92 @@ async def test_verify_names_the_rows_that_differ(served: Served) -> None:
     assert "params: 1 rows only in" in text
     assert "tampered" in text
     assert "0.1" in text
+
+
+async def test_a_replay_of_retried_and_out_of_order_points_keeps_each_point_once(
+    served: Served,
+) -> None:
+    settings = served.settings
+    async with aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: dict[str, Any]) -> Any:
+            async with http.post(f"{served.url}{API}/{path}", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                return await resp.json()
+
+        exp = (await post("experiments/create", {"name": f"dups-{uuid.uuid4()}"}))["experiment_id"]
+        run_id = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
+        point = {"key": "loss", "value": 0.5, "timestamp": 10, "step": 3}
+        earlier = {"key": "loss", "value": 0.7, "timestamp": 5, "step": 1}
+        # A retried request, then a point below the latest: when folded in a later batch than
+        # their first copy, both take the slow path that the missing key cannot guard.
+        for metrics in ([point], [point], [earlier], [point, earlier]):
+            await post("runs/log-batch", {"run_id": run_id, "metrics": metrics})
+    await drained(settings)
+
+    await replay(settings, ReplayOptions(max_records=1, verify=True))
+
+    conn = await asyncpg.connect(
+        settings.database_url, server_settings={"search_path": settings.read_schema}
+    )
+    try:
+        points = await conn.fetch("SELECT step, value FROM metrics WHERE run_id = $1", run_id)
+        key = await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'metrics'::regclass "
+            "AND contype = 'p'"
+        )
+    finally:
+        await conn.close()
+    assert sorted((p["step"], p["value"]) for p in points) == [(1, 0.7), (3, 0.5)]
+    assert key == 1
+
+
+async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back(
+    stack: Settings, schema_factory: Any
+) -> None:
+    schema = await schema_factory("projector")
+    conn = await asyncpg.connect(stack.database_url)
+    store = await PgStore.open(stack.database_url, schema)
+    try:
+        before = await index_names(stack, schema)
+        deferred = await versions.defer_indexes(conn, schema)
+        assert await index_names(stack, schema) < before
+        assert deferred[0].startswith(f'ALTER TABLE "{schema}".metrics ADD CONSTRAINT')
+        run_id = "r" * 32
+        started = RunStarted(
+            event_id="e0",
+            at=1,
+            run_id=run_id,
+            experiment_id="0",
+            run_name="r",
+            user_id="u",
+            start_time=1,
+            artifact_uri="file:///a",
+        )
+
+        def point(n: int) -> MetricLogged:
+            return MetricLogged(
+                event_id=f"e{n}", at=1, run_id=run_id, key="loss", value=0.5, timestamp=10, step=3
+            )
+
+        # Two batches: the second's copy of the point is not above the stored latest.
+        await store.apply(fold([started, point(1)], set()), [OffsetMove("t", 0, None, 2)])
+        await store.apply(fold([point(2)], set()), [OffsetMove("t", 0, 2, 3)])
+        count = f"SELECT count(*) FROM {quote_schema(schema)}.metrics"
+        assert await conn.fetchval(count) == 2
+
+        builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
+        try:
+            with capture_logs() as logs:
+                await versions.build_indexes(builders, schema, deferred)
+        finally:
+            await builders.close()
+
+        assert await conn.fetchval(count) == 1
+        assert [e["status"] for e in logs if e["event"] == "duplicate_points_deleted"] == [
+            "DELETE 1"
+        ]
+        assert await index_names(stack, schema) == before
+    finally:
+        await store.close()
+        await conn.close()
