@@ -35,9 +35,9 @@ from api.schemas import (
 from api.sqlgen import (
     compile_experiment_search,
     compile_run_search,
-    decode_page_token,
     lifecycle_stages,
 )
+from api.tokens import decode_history_token
 from ingest.errors import does_not_exist, invalid_parameter
 
 __all__ = [
@@ -272,10 +272,10 @@ class QueryApi:
                 f"Invalid value {max_results} for parameter 'max_results' supplied. "
                 "It must be a positive integer."
             )
-        offset = decode_page_token(fields.text("page_token"))
+        page = decode_history_token(fields.text("page_token"))
         as_of = await self._settle(request, fields, [run_id])
         async with self._snapshot(as_of) as conn:
-            points, token = await queries.metric_history(conn, run_id, key, max_results, offset)
+            points, token = await queries.metric_history(conn, run_id, key, max_results, page)
         return _json(MetricHistoryResponse(points, token))
 
     async def get_metric_history_bulk(self, request: web.Request) -> web.Response:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from api.tokens import encode_page_token
 from bench import dataset
 from bench.timing import Call, Peer, emit, measure
 
@@ -139,49 +139,69 @@ async def w6(
     return figures
 
 
-async def index_check(
+async def offset_history(peer: Peer, http: aiohttp.ClientSession, run_id: str) -> int:
+    """Page through a metric's history with MLflow's offset-only tokens; return points."""
+    points, offset = 0, 0
+    while True:
+        params = {"run_id": run_id, "metric_key": dataset.HISTORY_KEY, "max_results": "25000"}
+        if offset:
+            params["page_token"] = encode_page_token(offset)
+        page = await peer.get(http, "metrics/get-history", params)
+        got = len(page.get("metrics", []))
+        points, offset = points + got, offset + got
+        if not page.get("next_page_token"):
+            return points
+
+
+async def token_check(
     peer: Peer, dsn: str, schema: str, data: dataset.HistoryData, args: argparse.Namespace
 ) -> None:
-    """Full paged history with and without an index on metrics (run_id, key, ts, step, value)."""
-    kinds = w6_kinds(peer, data)
+    """Full paged history resumed by Runstream's tokens (keyset) and by offset-only tokens."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
-        for label in ("without_index", "with_index"):
-            if label == "with_index":
-                began = time.perf_counter()
-                await conn.execute(
-                    "CREATE INDEX bench_metrics_ts ON metrics (run_id, key, ts, step, value)"
-                )
-                await conn.execute("ANALYZE metrics")
-                emit(
-                    {
-                        "workload": "W6",
-                        "check": "index_build_s",
-                        "s": round(time.perf_counter() - began, 1),
-                    }
-                )
-            plan = await conn.fetch(
-                "EXPLAIN (ANALYZE, BUFFERS OFF) SELECT key, value, ts, step FROM metrics "
-                "WHERE run_id = $1 AND key = $2 ORDER BY ts, step, value LIMIT 25001 OFFSET $3",
-                data.long_run,
-                dataset.HISTORY_KEY,
-                max(0, data.long_points - 25000),
-            )
-            lines = [r[0] for r in plan]
-            fig = await measure(
-                kinds["full_history_long"][0], 1, args.full_requests, args.seconds, warm=False
-            )
-            emit(
-                {
-                    "workload": "W6",
-                    "kind": "full_history_long",
-                    "peer": peer.name,
-                    "index": label,
-                    **fig,
-                    "last_page_plan": lines[0].strip()[:100],
-                    "last_page_sql": lines[-1].strip(),
-                }
-            )
-        await conn.execute("DROP INDEX bench_metrics_ts")
+        after_last_page = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS OFF) SELECT key, value, ts, step FROM metrics "
+            "WHERE run_id = $1 AND key = $2 AND (ts, step, value) > ($3, $4, $5) "
+            "ORDER BY ts, step, value LIMIT 25001",
+            data.long_run,
+            dataset.HISTORY_KEY,
+            *_point_before_last_page(data),
+        )
+        at_last_offset = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS OFF) SELECT key, value, ts, step FROM metrics "
+            "WHERE run_id = $1 AND key = $2 ORDER BY ts, step, value LIMIT 25001 OFFSET $3",
+            data.long_run,
+            dataset.HISTORY_KEY,
+            max(0, data.long_points - 25000),
+        )
     finally:
         await conn.close()
+
+    async def by_offset(http: aiohttp.ClientSession, i: int) -> None:
+        got = await offset_history(peer, http, data.long_run)
+        if got != data.long_points:
+            raise RuntimeError(f"offset history returned {got} of {data.long_points} points")
+
+    kinds = {"keyset_tokens": (w6_kinds(peer, data)["full_history_long"][0], after_last_page)}
+    kinds["offset_tokens"] = (by_offset, at_last_offset)
+    for label, (call, plan) in kinds.items():
+        fig = await measure(call, 1, args.full_requests, args.seconds, warm=False)
+        lines = [r[0] for r in plan]
+        emit(
+            {
+                "workload": "W6",
+                "kind": "full_history_long",
+                "peer": peer.name,
+                "pages": label,
+                **fig,
+                "last_page_plan": lines[0].strip()[:100],
+                "last_page_sql": lines[-1].strip(),
+            }
+        )
+
+
+def _point_before_last_page(data: dataset.HistoryData) -> tuple[int, int, float]:
+    """Return (timestamp, step, value) of the point the last 25,000-point page resumes after."""
+    step = max(0, data.long_points - 25001)
+    value, ts = dataset.point(0, step)
+    return ts, step, value

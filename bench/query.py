@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from bench import dataset
-from bench.history import index_check, mlflow_api_pids, w6
+from bench.history import mlflow_api_pids, token_check, w6
 from bench.peers import mlflow_server, runstream_gateway
 from bench.timing import EVENTUAL, Peer, emit, measure
 from services.config import Settings
@@ -265,8 +265,8 @@ async def main(args: argparse.Namespace) -> None:
             "mlflow": mlflow_api_pids(ml_info["pgid"]),
         }
         figures += await w6(peers, pids, history, args)
-        if args.index_check:
-            await index_check(
+        if args.token_check:
+            await token_check(
                 peers[1], settings.database_url, rs_info["read_schema"], history, args
             )
         ratios(figures)
@@ -299,5 +299,5 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catchup-deadline", type=float, default=900.0)
     parser.add_argument("--no-seed-scenario", dest="seed_scenario", action="store_false")
-    parser.add_argument("--no-index-check", dest="index_check", action="store_false")
+    parser.add_argument("--no-token-check", dest="token_check", action="store_false")
     asyncio.run(main(parser.parse_args()))

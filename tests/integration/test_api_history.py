@@ -11,6 +11,7 @@ import pytest
 from query_harness import AJAX, QueryHarness, add_points, add_run, query_api
 
 from api.sampling import sample_indices
+from api.tokens import decode_history_token, encode_page_token
 from services.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -72,6 +73,28 @@ async def test_history_pages_follow_mlflow_tokens(api: QueryHarness) -> None:
     # exactly full: no token on the last page
     body = await api.get("metrics/get-history", _history(max_results="7"))
     assert body == {"metrics": ORDERED}
+
+
+async def test_history_pages_resume_after_the_last_point(api: QueryHarness) -> None:
+    first = await api.get("metrics/get-history", _history(max_results="4"))
+    assert first["metrics"] == ORDERED[:4]
+    # a point logged before the resume point, after the page was read, does not shift the next
+    # page (an offset would repeat ORDERED[3]); one logged after it is part of the history
+    await add_points(api.db, "r1", "m", [(0, 10, 5.0), (9, 950, 1.0)])
+    params = _history(max_results="10", page_token=first["next_page_token"])
+    rest = await api.get("metrics/get-history", params)
+    assert rest == {
+        "metrics": [*ORDERED[4:], {"key": "m", "value": 1.0, "timestamp": 950, "step": 9}]
+    }
+
+
+async def test_history_still_reads_mlflow_offset_tokens(api: QueryHarness) -> None:
+    params = _history(max_results="3", page_token=encode_page_token(3))
+    body = await api.get("metrics/get-history", params)
+    assert body["metrics"] == ORDERED[3:6]
+    assert decode_history_token(body["next_page_token"]).offset == 6
+    params = _history(max_results="3", page_token=body["next_page_token"])
+    assert await api.get("metrics/get-history", params) == {"metrics": ORDERED[6:]}
 
 
 async def test_history_of_unknown_run_or_key_is_empty(api: QueryHarness) -> None:

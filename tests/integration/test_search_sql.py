@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
+from api.tokens import encode_page_token
 
 pytestmark = pytest.mark.integration
 
@@ -213,22 +214,62 @@ async def test_ordering(db: asyncpg.Connection, order_by: list[str], expected: l
     assert await runs(db, order_by=order_by) == expected
 
 
-@pytest.mark.parametrize("page_size", [1, 2, 3, 4, 5])
-async def test_pages_walk_the_whole_order(db: asyncpg.Connection, page_size: int) -> None:
+@pytest.mark.parametrize(
+    "order_by",
+    [
+        ["metrics.acc DESC"],
+        ["metrics.loss"],
+        ["params.lr DESC"],
+        ["tags.team"],
+        ["end_time DESC"],
+        ["run_id DESC"],
+        ["start_time ASC"],
+    ],
+)
+@pytest.mark.parametrize("view", ["ACTIVE_ONLY", "ALL"])
+async def test_runs_across_experiments_merge_in_order(
+    db: asyncpg.Connection, order_by: list[str], view: str
+) -> None:
+    # The plain query over `experiment_id = ANY(...)` is the reference: ordering each
+    # experiment's runs apart and merging them must give the same list, page by page
+    single = compile_run_search(["1"], "", view, 1000, order_by, None)
+    assert "r.experiment_id = $1::bigint\n" in single.sql
+    reference = single.sql.replace(
+        "r.experiment_id = $1::bigint\n", "r.experiment_id = ANY($1::bigint[])\n"
+    )
+    rows = await db.fetch(reference, [1, 2], *single.args[1:])
+    expected = [row[0] for row in rows]
+    assert len(expected) == (6 if view == "ALL" else 5)
+    assert await runs(db, order_by=order_by, view=view, experiment_ids=("2", "1", "2")) == expected
+    for offset in range(len(expected) + 1):
+        token = encode_page_token(offset) if offset else None
+        plan = compile_run_search(["1", "2"], "", view, 2, order_by, token)
+        ids, _ = await fetch(db, plan)
+        assert ids == expected[offset : offset + 2]
+
+
+@pytest.mark.parametrize("experiment_ids", [["1"], ["1", "2"]])
+@pytest.mark.parametrize("page_size", [1, 2, 3, 4, 5, 6])
+async def test_pages_walk_the_whole_order(
+    db: asyncpg.Connection, page_size: int, experiment_ids: list[str]
+) -> None:
+    expected = ["run-e", "run-a", "run-f", "run-b", "run-d", "run-c"]
+    if experiment_ids == ["1"]:
+        expected.remove("run-f")
     seen: list[str] = []
     token: str | None = None
     pages = 0
     while True:
-        plan = compile_run_search(["1"], "", "ALL", page_size, ["metrics.acc DESC"], token)
+        plan = compile_run_search(experiment_ids, "", "ALL", page_size, ["metrics.acc DESC"], token)
         ids, token = await fetch(db, plan)
         seen += ids
         pages += 1
         if token is None:
             break
         assert len(ids) == page_size
-    assert seen == ["run-e", "run-a", "run-b", "run-d", "run-c"]
+    assert seen == expected
     # an exactly full last page carries no token: 5 runs in pages of 5 is one page
-    assert pages == math.ceil(5 / page_size)
+    assert pages == math.ceil(len(expected) / page_size)
 
 
 async def experiments(

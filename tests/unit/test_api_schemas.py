@@ -30,7 +30,7 @@ from api.schemas import (
     encode,
     wire_double,
 )
-from api.sqlgen import encode_page_token
+from api.tokens import encode_page_token
 
 
 def info(**changes: object) -> RunInfo:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import re
+import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.sqlgen import (
-    SearchPlan,
-    compile_experiment_search,
-    compile_run_search,
+from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
+from api.tokens import (
+    HistoryPage,
+    decode_history_token,
     decode_page_token,
+    encode_history_token,
     encode_page_token,
 )
 from ingest.errors import MlflowError
@@ -72,10 +75,10 @@ def rejects(call: object, message: str) -> None:
 
 
 def test_default_run_search() -> None:
-    plan = compile_run_search(["1", "2"], "", "ACTIVE_ONLY", 10, [], None)
-    assert plan.sql.startswith("SELECT r.run_id\nFROM runs AS r\n")
+    plan = compile_run_search(["1"], "", "ACTIVE_ONLY", 10, [], None)
+    assert plan.sql.startswith("SELECT r.run_id\nFROM runs AS r\nWHERE r.experiment_id = $1")
     assert 'ORDER BY r.start_time DESC, r.run_id COLLATE "C" ASC' in plan.sql
-    assert plan.args == [[1, 2], ["active"], 11, 0]
+    assert plan.args == [1, ["active"], 11, 0]
     assert (plan.limit, plan.offset) == (10, 0)
     assert_sql_is_clean(plan)
 
@@ -104,10 +107,37 @@ def test_run_name_matches_the_run_name_tag() -> None:
 
 
 def test_param_and_tag_equality_use_the_prefix_index() -> None:
-    sql = runs("params.p = 'v' AND tags.t = 'w' AND params.q != 'x'").sql
-    assert "left(k.value, 200) = left($4::text, 200) AND k.value = $4::text" in sql
-    assert "left(k.value, 200) = left($6::text, 200) AND k.value = $6::text" in sql
-    assert "left(k.value, 200) = left($8" not in sql
+    long = "v" * 200
+    plan = runs(f"params.p = '{long}' AND tags.t = '{long}x' AND params.q != 'x'")
+    assert "left(k.value, 200) = left($4::text, 200) AND k.value = $4::text)" in plan.sql
+    assert "left(k.value, 200) = left($6::text, 200) AND k.value = $6::text)" in plan.sql
+    assert "left(k.value, 200) = left($8" not in plan.sql
+    assert plan.args[3::2][:2] == [long, long + "x"]
+
+
+def test_a_value_shorter_than_the_prefix_is_decided_by_the_prefix_alone() -> None:
+    # a second, redundant test on the whole value made the planner square the selectivity
+    sql = runs(f"params.p = '{'v' * 199}' AND tags.t = 'w'").sql
+    assert "AND left(k.value, 200) = left($4::text, 200))" in sql
+    assert "AND left(k.value, 200) = left($6::text, 200))" in sql
+    assert "k.value = $" not in sql
+
+
+def test_several_experiments_are_merged_from_per_experiment_pages() -> None:
+    token = encode_page_token(20)
+    plan = compile_run_search(["2", "1", "2"], "tags.t = 'w'", None, 10, ["metrics.m DESC"], token)
+    assert plan.args[0] == [2, 1]
+    assert "FROM unnest($1::bigint[]) AS x(experiment_id)\nCROSS JOIN LATERAL" in plan.sql
+    assert "WHERE r.experiment_id = x.experiment_id\n" in plan.sql
+    # each experiment contributes at most the rows up to the end of the page, plus one
+    assert plan.args[-3:] == [20 + 10 + 1, 10 + 1, 20]
+    inner_order = plan.sql.split("ORDER BY ")[1].split("\n")[0]
+    outer_order = plan.sql.split("ORDER BY ")[2].split("\n")[0]
+    assert inner_order == (
+        "CASE WHEN o1.value IS NULL THEN 2 WHEN o1.value = 'NaN'::float8 THEN 1 ELSE 0 END, "
+        'o1.value DESC, r.start_time DESC, r.run_id COLLATE "C" ASC'
+    )
+    assert outer_order == 's.s0, s.s1 DESC, s.s2 DESC, s.s3 COLLATE "C" ASC'
 
 
 def test_run_name_order_uses_the_column() -> None:
@@ -260,6 +290,35 @@ def test_page_token_is_mlflow_format() -> None:
 
 def _token(value: object) -> str:
     return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "after", [(5, -3, 0.1), (-(2**63), 2**63 - 1, -0.0), (0, 0, math.nan), (1, 1, -math.inf)]
+)
+def test_history_token_resumes_after_the_last_point(after: tuple[int, int, float]) -> None:
+    token = encode_history_token(25_000, after)
+    page = decode_history_token(token)
+    assert page.offset == 25_000
+    assert page.after is not None
+    # the exact float comes back, NaN and the sign of zero included
+    assert [struct.pack("!d", v) for v in page.after[2:]] == [struct.pack("!d", after[2])]
+    assert page.after[:2] == after[:2]
+    # still MLflow's shape for whoever reads only the offset
+    assert decode_page_token(token) == 25_000
+
+
+def test_history_accepts_mlflow_offset_tokens() -> None:
+    assert decode_history_token(encode_page_token(7)) == HistoryPage(offset=7)
+    assert decode_history_token(None) == HistoryPage()
+    assert decode_history_token("") == HistoryPage()
+
+
+@pytest.mark.parametrize(
+    "after",
+    [[1, 2], [1, 2, 3], [1.0, 2, 3.0], [1, True, 3.0], [2**63, 0, 1.0], "1,2,3", {"ts": 1}],
+)
+def test_invalid_history_tokens(after: object) -> None:
+    rejects(lambda: decode_history_token(_token({"offset": 1, "after": after})), "Invalid page")
 
 
 @pytest.mark.parametrize(
