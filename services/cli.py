@@ -21,6 +21,7 @@ from ingest.topics import ensure_topics
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
 from services.migrations import load, migrate
+from services.registry_restore import RestoreError, restore_registry
 from services.replay import (
     ReplayError,
     ReplayOptions,
@@ -218,6 +219,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_registry(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the write-side registry from the read models (gateways stopped)."""
+    _print(asyncio.run(restore_registry(settings, replace=args.replace)))
+    return 0
+
+
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Compare a schema with the fold of the log (or another schema); exit 1 if they differ."""
     outcome = asyncio.run(verify(settings, args.schema or settings.read_schema, args.against))
@@ -258,6 +265,11 @@ def _parser() -> argparse.ArgumentParser:
         help="compare both versions' state hashes inside the swap; do not swap if they differ",
     )
     rep.add_argument("--max-records", type=int, default=5000, help="records per fetch")
+    res = sub.add_parser(
+        "restore-registry",
+        help="rebuild the write-side registry from the read models, after a lost database",
+    )
+    res.add_argument("--replace", action="store_true", help="discard what the registry holds now")
     ver = sub.add_parser(
         "verify", help="compare the read models with the in-memory fold of the log"
     )
@@ -276,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rs_logging.configure(settings.log_level, settings.log_format)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "migrate": cmd_migrate}
-    with_args = {"replay": cmd_replay, "verify": cmd_verify}
+    with_args = {
+        "replay": cmd_replay,
+        "verify": cmd_verify,
+        "restore-registry": cmd_restore_registry,
+    }
     try:
         if args.command in commands:
             return commands[args.command](settings)
@@ -284,7 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return with_args[args.command](settings, args)
         roles = frozenset(ROLES) if args.command == "serve" else frozenset({args.command})
         uvloop.run(run_roles(settings, roles))
-    except (StackError, UnavailableError, RoleFailedError, ReplayError, VerifyError) as exc:
+    except (
+        StackError,
+        UnavailableError,
+        RoleFailedError,
+        ReplayError,
+        VerifyError,
+        RestoreError,
+    ) as exc:
         print(f"runstream {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0
