@@ -7,16 +7,16 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import asyncpg
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from api.asof import moment_ms
 from deploy.local.process import StackError
 from deploy.local.stack import LocalStack
-from ingest.errors import UnavailableError
+from ingest.errors import MlflowError, UnavailableError
 from ingest.topics import ensure_topics
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
@@ -185,18 +185,10 @@ def cmd_migrate(settings: Settings) -> int:
 
 def parse_moment(text: str) -> int:
     """Return epoch milliseconds from ISO 8601 (UTC unless it says otherwise) or a number."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO 8601 time nor epoch milliseconds"
-        ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        return moment_ms(text)  # the API reads the same moments the same way
+    except MlflowError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,10 +7,18 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+
+from services.config import Settings
+
+SchemaFactory = Callable[[str], Awaitable[str]]
 
 
 def free_port() -> int:
@@ -57,3 +65,45 @@ async def runstream_process(role: str, env: dict[str, str]) -> AsyncIterator[str
             proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, stderr.decode()[-3000:]
+
+
+MLFLOW_API = "/api/2.0/mlflow"
+
+
+async def call(
+    http: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    """POST `body` to an MLflow endpoint of the server at `url`; return the status and JSON."""
+    async with http.post(f"{url}{MLFLOW_API}/{path}", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def ok(http: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]) -> Any:
+    """POST like `call`; fail the test unless the answer is a 200; return its JSON."""
+    status, answer = await call(http, url, path, body)
+    assert status == 200, answer
+    return answer
+
+
+async def isolated(
+    stack: Settings, topic: str, schema_factory: SchemaFactory, tmp_path: Path, name: str
+) -> tuple[dict[str, str], Settings]:
+    """Return the environment of a server on the test's own topic, schemas and group, and the
+    same as settings (for calling the services in-process against that server's state)."""
+    env = {
+        "RUNSTREAM_TOPIC": topic,
+        "RUNSTREAM_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
+        "RUNSTREAM_REGISTRY_SCHEMA": await schema_factory("ingest"),
+        "RUNSTREAM_READ_SCHEMA": await schema_factory("projector"),
+        "RUNSTREAM_CONSUMER_GROUP": f"test-{name}-{uuid.uuid4().hex[:12]}",
+        "RUNSTREAM_ARTIFACT_ROOT": tmp_path.as_uri(),
+    }
+    settings = replace(
+        stack,
+        topic=topic,
+        dead_letter_topic=env["RUNSTREAM_DEAD_LETTER_TOPIC"],
+        registry_schema=env["RUNSTREAM_REGISTRY_SCHEMA"],
+        read_schema=env["RUNSTREAM_READ_SCHEMA"],
+        consumer_group=env["RUNSTREAM_CONSUMER_GROUP"],
+    )
+    return env, settings

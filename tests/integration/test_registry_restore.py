@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from processes import runstream_process
+from processes import call, isolated, ok, runstream_process
 
 from projector import versions
 from projector.logread import end_offsets
@@ -27,7 +27,6 @@ from services.registry_restore import RestoreError, restore_registry
 
 pytestmark = pytest.mark.integration
 
-API = "/api/2.0/mlflow"
 WAIT_S = 60.0
 
 
@@ -38,39 +37,9 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(
-    stack: Settings, topic: str, schema_factory: Any, tmp_path: Path
-) -> Setup:
-    env = {
-        "RUNSTREAM_TOPIC": topic,
-        "RUNSTREAM_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
-        "RUNSTREAM_REGISTRY_SCHEMA": await schema_factory("ingest"),
-        "RUNSTREAM_READ_SCHEMA": await schema_factory("projector"),
-        "RUNSTREAM_CONSUMER_GROUP": f"test-restore-{uuid.uuid4().hex[:12]}",
-        "RUNSTREAM_ARTIFACT_ROOT": tmp_path.as_uri(),
-    }
-    settings = replace(
-        stack,
-        topic=topic,
-        dead_letter_topic=env["RUNSTREAM_DEAD_LETTER_TOPIC"],
-        registry_schema=env["RUNSTREAM_REGISTRY_SCHEMA"],
-        read_schema=env["RUNSTREAM_READ_SCHEMA"],
-        consumer_group=env["RUNSTREAM_CONSUMER_GROUP"],
-    )
+async def setup(stack: Settings, topic: str, schema_factory: Any, tmp_path: Path) -> Setup:
+    env, settings = await isolated(stack, topic, schema_factory, tmp_path, "restore")
     return Setup(settings, env)
-
-
-async def call(
-    http: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]
-) -> tuple[int, Any]:
-    async with http.post(f"{url}{API}/{path}", json=body) as resp:
-        return resp.status, await resp.json()
-
-
-async def ok(http: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]) -> Any:
-    status, answer = await call(http, url, path, body)
-    assert status == 200, answer
-    return answer
 
 
 async def drained(settings: Settings) -> None:

@@ -14,14 +14,14 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from processes import runstream_process
+from processes import MLFLOW_API, isolated, ok, runstream_process
 from structlog.testing import capture_logs
 
 from ingest.events import MetricLogged, RunStarted
@@ -37,7 +37,7 @@ from services.verify import verify
 
 pytestmark = pytest.mark.integration
 
-API = "/api/2.0/mlflow"
+API = MLFLOW_API
 WAIT_S = 60.0
 # Small fetches, so a rebuild of a few thousand records takes many batches (and can be cut).
 OPTIONS = ReplayOptions(max_records=50, verify=True)
@@ -68,23 +68,8 @@ class Served:
 async def served(
     stack: Settings, topic: str, schema_factory: Any, tmp_path: Path
 ) -> AsyncIterator[Served]:
-    live = await schema_factory("projector")
-    env = {
-        "RUNSTREAM_TOPIC": topic,
-        "RUNSTREAM_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
-        "RUNSTREAM_REGISTRY_SCHEMA": await schema_factory("ingest"),
-        "RUNSTREAM_READ_SCHEMA": live,
-        "RUNSTREAM_CONSUMER_GROUP": f"test-replay-{uuid.uuid4().hex[:12]}",
-        "RUNSTREAM_ARTIFACT_ROOT": tmp_path.as_uri(),
-    }
-    settings = replace(
-        stack,
-        topic=topic,
-        dead_letter_topic=env["RUNSTREAM_DEAD_LETTER_TOPIC"],
-        registry_schema=env["RUNSTREAM_REGISTRY_SCHEMA"],
-        read_schema=live,
-        consumer_group=env["RUNSTREAM_CONSUMER_GROUP"],
-    )
+    env, settings = await isolated(stack, topic, schema_factory, tmp_path, "replay")
+    live = settings.read_schema
     try:
         async with runstream_process("serve", env) as url:
             yield Served(url, settings, env)
@@ -344,9 +329,7 @@ async def test_as_of_builds_the_state_of_a_moment_and_the_api_reads_it(served: S
     async with aiohttp.ClientSession() as http:
 
         async def post(path: str, body: dict[str, Any]) -> Any:
-            async with http.post(f"{served.url}{API}/{path}", json=body) as resp:
-                assert resp.status == 200, await resp.text()
-                return await resp.json()
+            return await ok(http, served.url, path, body)
 
         exp = (await post("experiments/create", {"name": f"asof-{uuid.uuid4()}"}))["experiment_id"]
         early = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
@@ -445,9 +428,7 @@ async def test_a_replay_of_retried_and_out_of_order_points_keeps_each_point_once
     async with aiohttp.ClientSession() as http:
 
         async def post(path: str, body: dict[str, Any]) -> Any:
-            async with http.post(f"{served.url}{API}/{path}", json=body) as resp:
-                assert resp.status == 200, await resp.text()
-                return await resp.json()
+            return await ok(http, served.url, path, body)
 
         exp = (await post("experiments/create", {"name": f"dups-{uuid.uuid4()}"}))["experiment_id"]
         run_id = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
