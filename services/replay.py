@@ -141,6 +141,11 @@ async def _fold_until(
             raise ReplayError("the replay's projector stopped on its own")
         target = await bound()
         projector.hold_at(target)
+        unheld = {p for p, end in target.items() if end > 0} - set(projector.stats.partitions)
+        if projector.assigned and unheld:
+            raise ReplayError(
+                f"the topic gained partitions {sorted(unheld)} during the replay; run it again"
+            )
         mine = await versions.stored_offsets(conn, schema, topic)
         done = sum(min(mine.get(p, 0), end) for p, end in target.items())
         progress.update(done, sum(target.values()))
@@ -252,23 +257,24 @@ async def _rebuild_and_swap(
 
             await follow()
             index_s = 0.0
-            info = await versions.description(conn, candidate)
-            if info.get("deferred_indexes"):
-                # Built once, in bulk, now that the rows are in; then the rebuild catches up.
+            deferred = (await versions.description(conn, candidate)).get("deferred")
+            if deferred:
+                # Built once, in bulk, now that the rows are in (again after an interruption:
+                # every build is idempotent).
                 began = time.monotonic()
                 builders = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=2)
                 try:
-                    await versions.build_indexes(builders, candidate, info["deferred_indexes"])
+                    await versions.build_indexes(builders, candidate, deferred)
                 finally:
                     await builders.close()
-                await versions.describe(conn, candidate, {**info, "deferred_indexes": []})
                 index_s = time.monotonic() - began
                 log.info("indexes_built", schema=candidate, seconds=round(index_s, 1))
-                await follow()
-            # The planner's statistics, before it plans the readers' queries on this version.
+            if not await versions.has_metrics_key(conn, candidate):
+                raise ReplayError(f"{candidate} has no primary key on its metric points")
+            # The planner's statistics, before it plans the readers' queries on this version;
+            # then catch up again, so the live projector is held only for the last records.
             await versions.analyze(conn, candidate)
-            if keep_as != candidate:
-                await versions.drop(conn, keep_as)  # the version before last is let go now
+            await follow()
             offsets, held_s = await _swap(
                 conn,
                 settings,
@@ -278,6 +284,7 @@ async def _rebuild_and_swap(
                 progress=progress,
                 options=options,
             )
+        await versions.drop(conn, versions.retired_schema(live))  # the version before last
         await versions.describe(conn, keep_as, {"role": "prev", "replaced_at": _now_iso()})
         await versions.describe(conn, live, {"role": "live", "promoted_at": _now_iso()})
     progress.finish()
@@ -315,14 +322,9 @@ async def _replay(settings: Settings, options: ReplayOptions, *, restart: bool) 
             await versions.drop(conn, candidate)
         resumed = await versions.stored_offsets(conn, candidate, settings.topic)
         await migrate(conn, candidate, load("projector"))
-        info = await versions.description(conn, candidate)
-        if not info.get("deferred_indexes"):
-            info = {
-                "role": "next",
-                "started_at": info.get("started_at", _now_iso()),
-                "deferred_indexes": await versions.defer_indexes(conn, candidate),
-            }
-            await versions.describe(conn, candidate, info)
+        if "deferred" not in await versions.description(conn, candidate):
+            started = {"role": "next", "started_at": _now_iso()}
+            await versions.defer_indexes(conn, candidate, started)
     if resumed:
         log.info("replay_resumed", schema=candidate, offsets=resumed)
     return await _rebuild_and_swap(settings, candidate, keep_as, Progress("replay"), options)
@@ -348,6 +350,10 @@ async def _build_as_of(
     settings: Settings, moment_ms: int, options: ReplayOptions
 ) -> dict[str, Any]:
     schema = versions.as_of_schema(settings.read_schema, moment_ms)
+    if moment_ms > time.time() * 1000:
+        raise ReplayError(
+            "that moment is still to come: records appended before it would be missing"
+        )
     target = await offsets_at(settings.kafka_bootstrap, settings.topic, moment_ms)
     moment = datetime.fromtimestamp(moment_ms / 1000, UTC).isoformat(timespec="milliseconds")
     info = {"role": "as_of", "as_of": moment, "as_of_ms": moment_ms, "offsets": target}
@@ -355,6 +361,7 @@ async def _build_as_of(
         await migrate(conn, schema, load("projector"))
         await versions.describe(conn, schema, {**info, "complete": False})
 
+        progress = Progress("as_of")
         async with _folding(settings, schema, options) as folding:
             await _fold_until(
                 conn,
@@ -362,9 +369,10 @@ async def _build_as_of(
                 schema=schema,
                 topic=settings.topic,
                 bound=_fixed(target),
-                progress=Progress("as_of"),
+                progress=progress,
                 options=options,
             )
+        progress.finish()
         await versions.describe(conn, schema, {**info, "complete": True, "built_at": _now_iso()})
     return {"schema": schema, **info}
 
@@ -374,7 +382,8 @@ async def list_versions(settings: Settings) -> list[dict[str, Any]]:
     async with connection(settings) as conn:
         found = await versions.list_versions(conn, settings.read_schema, settings.topic)
     return [
-        {"schema": v.schema, "role": v.role, "records": v.events, "offsets": v.offsets, **v.info}
+        # What the name says wins over a description a crash left stale.
+        {**v.info, "schema": v.schema, "role": v.role, "records": v.events, "offsets": v.offsets}
         for v in found
     ]
 
@@ -383,7 +392,7 @@ async def drop_version(settings: Settings, schema: str) -> None:
     """Drop a version that is not live."""
     if schema == settings.read_schema:
         raise ReplayError("the live schema cannot be dropped")
-    async with connection(settings) as conn:
+    async with _sole(settings), connection(settings) as conn:
         known = {
             v.schema
             for v in await versions.list_versions(conn, settings.read_schema, settings.topic)

@@ -465,9 +465,15 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
     store = await PgStore.open(stack.database_url, schema)
     try:
         before = await index_names(stack, schema)
-        deferred = await versions.defer_indexes(conn, schema)
+        described = await versions.defer_indexes(conn, schema, {"role": "next"})
         assert await index_names(stack, schema) < before
-        assert deferred[0].startswith(f'ALTER TABLE "{schema}".metrics ADD CONSTRAINT')
+        # Recorded with the drops, in their transaction: a crash cannot forget them.
+        assert await versions.description(conn, schema) == described
+        deferred = described["deferred"]
+        assert deferred["metrics_key"] == {
+            "name": "metrics_pkey",
+            "columns": "(run_id, key, step, ts, value)",
+        }
         run_id = "r" * 32
         started = RunStarted(
             event_id="e0",
@@ -503,6 +509,65 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
             "DELETE 1"
         ]
         assert await index_names(stack, schema) == before
+        assert await versions.has_metrics_key(conn, schema)
+
+        # Interrupted after (part of) the build, a resumed replay builds again: nothing fails.
+        await conn.execute(f"DROP INDEX {quote_schema(schema)}.metrics_history_order")
+        builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
+        try:
+            await versions.build_indexes(builders, schema, deferred)
+        finally:
+            await builders.close()
+        assert await index_names(stack, schema) == before
     finally:
         await store.close()
         await conn.close()
+
+
+async def test_a_read_in_flight_finishes_on_the_old_version_and_the_swap_waits_for_it(
+    stack: Settings, schema_factory: Any
+) -> None:
+    live, candidate = await schema_factory("projector"), await schema_factory("projector")
+    kept = versions.prev_schema(live)
+    admin = await asyncpg.connect(stack.database_url)
+    reader = await asyncpg.connect(stack.database_url, server_settings={"search_path": live})
+    swapper = await asyncpg.connect(stack.database_url)
+    try:
+        for schema, name in ((live, "old"), (candidate, "new")):
+            await admin.execute(
+                f"INSERT INTO {quote_schema(schema)}.experiments (experiment_id, name, "
+                "artifact_location, lifecycle_stage, creation_time, last_update_time) "
+                "VALUES (1, $1, 'a', 'active', 0, 0)",
+                name,
+            )
+        read = reader.transaction(isolation="repeatable_read", readonly=True)
+        await read.start()
+        await reader.execute("LOCK TABLE runs IN ACCESS SHARE MODE")  # what the API does first
+        assert await reader.fetchval("SELECT name FROM experiments") == "old"
+
+        async def swap() -> None:
+            async with versions.frozen_live(swapper, live, "t", lock_timeout_s=30):
+                await versions.promote(swapper, live, candidate, kept)
+
+        swapping = asyncio.create_task(swap())
+
+        async def swap_waits() -> bool:
+            return bool(
+                await admin.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+                    swapper.get_server_pid(),
+                )
+            )
+
+        await until(swap_waits, "the swap waits for the read in flight")
+        # Tables the read had not touched yet still resolve to the version it started on.
+        assert await reader.fetchval("SELECT count(*) FROM params") == 0
+        assert await reader.fetchval("SELECT name FROM experiments") == "old"
+        assert not swapping.done()
+        await read.commit()
+        await asyncio.wait_for(swapping, WAIT_S)
+        assert await reader.fetchval("SELECT name FROM experiments") == "new"
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {quote_schema(kept)} CASCADE")
+        for conn in (admin, reader, swapper):
+            await conn.close()
