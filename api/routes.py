@@ -54,6 +54,10 @@ LINEAGE_PREFIX = "/api/runstream"
 CONSISTENCY_HEADER = "X-Runstream-Consistency"
 # A read of an as-of version resolves the same table names in that schema, for one transaction.
 _READ_SCHEMA = "SELECT set_config('search_path', $1, true)"
+# A replay's swap renames schemas after locking every live table (projector/versions.py): a read
+# that holds one of them first, before its snapshot, reads one version from start to end, the
+# old or the promoted one, never its snapshot of one mixed with tables of the other.
+_PIN_SCHEMA = "LOCK TABLE runs IN ACCESS SHARE MODE"
 
 MAX_BULK_RUN_IDS = 100
 MAX_BULK_HISTORY_RESULTS = 25_000
@@ -179,6 +183,7 @@ class QueryApi:
         ):
             if as_of is not None:
                 await conn.execute(_READ_SCHEMA, f'"{as_of}"')
+            await conn.execute(_PIN_SCHEMA)
             yield conn
 
     # --- experiments ----------------------------------------------------------------------
