@@ -27,37 +27,43 @@ _DESCRIBED = "SELECT obj_description(to_regnamespace($1), 'pg_namespace')"
 def moment_ms(text: str) -> int:
     """Return epoch milliseconds from ISO 8601 or a number; 400 for anything else."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdecimal():
+        # Ten digits or fewer is epoch seconds (or a date) misread as milliseconds: 1970.
+        if 11 <= len(text) <= 15:
+            return int(text)
+        raise _invalid(text)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise invalid_parameter(
-            f"Invalid as_of {text[:100]!r}: use ISO 8601 (e.g. 2026-11-17T12:00:00Z) or "
-            "epoch milliseconds."
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise _invalid(text) from None
+
+
+def _invalid(text: str) -> MlflowError:
+    return invalid_parameter(
+        f"Invalid as_of {text[:100]!r}: use ISO 8601 (e.g. 2026-11-17T12:00:00Z) or epoch "
+        "milliseconds (13 digits)."
+    )
 
 
 class AsOfViews:
-    """The as-of versions of one live schema; remembers the complete ones it has seen."""
+    """The as-of versions of one live schema."""
 
     def __init__(self, live: str) -> None:
         self._live = live
-        self._complete: set[str] = set()
 
     async def resolve(self, pool: asyncpg.Pool, text: str) -> str:
-        """Return the schema holding the state as of ``text``; 404 if it was not built."""
+        """Return the schema holding the state as of ``text``; 404 if it was not built.
+
+        Asked each time (one catalog read): a version can be dropped or rebuilt meanwhile.
+        """
         ms = moment_ms(text)
         schema = f"{self._live}{_INFIX}{ms}"
-        if schema in self._complete:
-            return schema
         if len(schema.encode()) <= 63:
             comment = await pool.fetchval(_DESCRIBED, f'"{schema}"')
             if comment and _complete(comment):
-                self._complete.add(schema)
                 return schema
         raise _not_built(text, ms)
 

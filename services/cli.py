@@ -186,9 +186,12 @@ def cmd_migrate(settings: Settings) -> int:
 def parse_moment(text: str) -> int:
     """Return epoch milliseconds from ISO 8601 (UTC unless it says otherwise) or a number."""
     try:
-        return moment_ms(text)  # the API reads the same moments the same way
+        moment = moment_ms(text)  # the API reads the same moments the same way
     except MlflowError as exc:
         raise argparse.ArgumentTypeError(exc.message) from exc
+    if moment < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is before 1970: the log holds nothing then")
+    return moment
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -299,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReplayError,
         VerifyError,
         RestoreError,
+        asyncpg.PostgresError,
+        OSError,
+        TimeoutError,
     ) as exc:
         print(f"runstream {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -33,8 +33,10 @@ class Progress:
         *,
         stream: TextIO | None = None,
         log_every_s: float = 5.0,
+        unit: str = "records",
     ) -> None:
         self.what = what
+        self.unit = unit
         self._stream = stream if stream is not None else sys.stderr
         self._tty = self._stream.isatty()
         self._every = 0.2 if self._tty else log_every_s
@@ -61,7 +63,7 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        """Return events per second over the recent window (0 before two readings)."""
+        """Return units per second over the recent window (0 before two readings)."""
         if len(self._window) < 2:
             return 0.0
         (t0, d0), (t1, d1) = self._window[0], self._window[-1]
@@ -69,7 +71,7 @@ class Progress:
 
     @property
     def overall_rate(self) -> float:
-        """Return events per second since the start, resumed work excluded."""
+        """Return units per second since the start, resumed work excluded."""
         elapsed = self._now() - self._started
         return (self.done - (self.first or 0)) / elapsed if elapsed > 0 else 0.0
 
@@ -101,7 +103,7 @@ class Progress:
         bar = "#" * filled + "-" * (_WIDTH - filled)
         left = _clock(eta) if eta is not None else "?"
         self._stream.write(
-            f"\r{self.what} [{bar}] {self.done:,}/{self.total:,} events "
+            f"\r{self.what} [{bar}] {self.done:,}/{self.total:,} {self.unit} "
             f"{share:6.1%}  {self.rate:,.0f}/s  left {left}  elapsed "
             f"{_clock(self._now() - self._started)} "
         )

@@ -56,8 +56,22 @@ def test_the_cli_and_the_api_read_a_moment_alike(text: str, expected: int) -> No
     assert moment_ms(text) == expected
 
 
+@pytest.mark.parametrize("text", ["1700000000", "20260101", "²", "9" * 5000, "10000-01-01"])
+def test_a_number_that_is_no_epoch_millisecond_or_an_impossible_date_is_a_400(text: str) -> None:
+    with pytest.raises(MlflowError) as caught:
+        moment_ms(text)
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_moment(text)
+
+
+def test_a_moment_before_1970_is_refused_by_the_cli() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="before 1970"):
+        parse_moment("1969-12-31T00:00:00Z")
+
+
 def test_a_moment_that_is_neither_iso_nor_a_number_is_refused() -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="Invalid as_of .*ISO 8601"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"Invalid as_of .*ISO 8601"):
         parse_moment("last tuesday")
     with pytest.raises(MlflowError) as caught:
         moment_ms("last tuesday")
@@ -72,7 +86,7 @@ def test_progress_draws_a_bar_with_rate_and_time_left_on_a_terminal() -> None:
     progress.update(500, 1000, force=True)
     progress.finish()
     last = out.getvalue().rstrip("\n").split("\r")[-1]
-    assert "replay [###############---------------] 500/1,000 events" in last
+    assert "replay [###############---------------] 500/1,000 records" in last
     assert " 50.0% " in last
     assert "left 0:00:02" in last or "left 0:00:01" in last
     assert out.getvalue().endswith("\n")
