@@ -20,7 +20,7 @@ from projector.batch import decode
 from projector.errors import UnavailableError
 from projector.memory import MemoryStore
 
-__all__ = ["end_offsets", "fold_range", "offsets_at"]
+__all__ = ["end_offsets", "fold_range", "offsets_at", "start_offsets"]
 
 _FOLD_CHUNK = 20_000  # events folded at a time: bounds the fold's working set, not the result
 
@@ -34,6 +34,7 @@ async def _reader(
         topic,
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         request_timeout_ms=int(timeout_s * 1000),
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -57,6 +58,13 @@ async def end_offsets(bootstrap: str, topic: str, *, timeout_s: float = 10.0) ->
     async with _reader(bootstrap, topic, timeout_s) as (consumer, parts):
         ends = await consumer.end_offsets(parts)
     return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def start_offsets(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> dict[int, int]:
+    """Return every partition's first offset still in the log (0 unless records were deleted)."""
+    async with _reader(bootstrap, topic, timeout_s) as (consumer, parts):
+        starts = await consumer.beginning_offsets(parts)
+    return {tp.partition: offset for tp, offset in starts.items()}
 
 
 async def offsets_at(
@@ -91,6 +99,14 @@ async def fold_range(
     done = 0
     async with _reader(bootstrap, topic, timeout_s) as (consumer, parts):
         wanted = [tp for tp in parts if offsets.get(tp.partition, 0) > 0]
+        starts = await consumer.beginning_offsets(wanted) if wanted else {}
+        cut = {tp.partition: start for tp, start in starts.items() if start > 0}
+        if cut:
+            raise UnavailableError(
+                f"{topic} no longer starts at offset 0 (partition: first offset {cut}): records "
+                "were deleted, so the log cannot be folded from the start; the topic needs "
+                "infinite retention"
+            )
         for tp in wanted:
             end = offsets[tp.partition]
             consumer.seek(tp, 0)

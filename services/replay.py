@@ -26,7 +26,7 @@ import structlog
 from ingest.topics import MAX_RECORD_BYTES
 from projector import versions
 from projector.consumer import Projector
-from projector.logread import end_offsets, offsets_at
+from projector.logread import end_offsets, offsets_at, start_offsets
 from projector.snapshot import read_snapshot_at, state_hash
 from services.config import Settings
 from services.migrations import load, migrate
@@ -228,6 +228,17 @@ async def _swap(
     raise ReplayError(f"could not hold the live projector in {options.swap_attempts} attempts")
 
 
+async def _whole_log(settings: Settings) -> None:
+    """Refuse to rebuild from a log whose first records were deleted: the result would lack them."""
+    starts = await start_offsets(settings.kafka_bootstrap, settings.topic)
+    cut = {p: start for p, start in starts.items() if start > 0}
+    if cut:
+        raise ReplayError(
+            f"{settings.topic} no longer starts at offset 0 (first offsets {cut}): records were "
+            "deleted, so no rebuild can be complete; the topic needs infinite retention"
+        )
+
+
 async def _live_bound(conn: asyncpg.Connection, settings: Settings) -> Offsets:
     """Return how far a rebuild may fold now: the live offsets (the log's end if it has none)."""
     live = await versions.stored_offsets(conn, settings.read_schema, settings.topic)
@@ -315,6 +326,7 @@ async def replay(
 async def _replay(settings: Settings, options: ReplayOptions, *, restart: bool) -> dict[str, Any]:
     live = settings.read_schema
     candidate, keep_as = versions.next_schema(live), versions.prev_schema(live)
+    await _whole_log(settings)
     async with connection(settings) as conn:
         if not await versions.exists(conn, live):
             raise ReplayError(f"schema {live} does not exist: run `runstream up` (or migrate)")
@@ -354,6 +366,7 @@ async def _build_as_of(
         raise ReplayError(
             "that moment is still to come: records appended before it would be missing"
         )
+    await _whole_log(settings)
     target = await offsets_at(settings.kafka_bootstrap, settings.topic, moment_ms)
     moment = datetime.fromtimestamp(moment_ms / 1000, UTC).isoformat(timespec="milliseconds")
     info = {"role": "as_of", "as_of": moment, "as_of_ms": moment_ms, "offsets": target}

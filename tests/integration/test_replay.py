@@ -21,9 +21,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from processes import MLFLOW_API, isolated, ok, runstream_process
 from structlog.testing import capture_logs
 
+from ingest.errors import UnavailableError
 from ingest.events import MetricLogged, RunStarted
 from projector import versions
 from projector.fold import fold
@@ -571,3 +574,29 @@ async def test_a_read_in_flight_finishes_on_the_old_version_and_the_swap_waits_f
         await admin.execute(f"DROP SCHEMA IF EXISTS {quote_schema(kept)} CASCADE")
         for conn in (admin, reader, swapper):
             await conn.close()
+
+
+async def test_a_log_whose_first_records_were_deleted_is_not_rebuilt_or_verified(
+    served: Served,
+) -> None:
+    settings = served.settings
+    async with aiohttp.ClientSession() as http:
+        await ok(http, served.url, "experiments/create", {"name": f"cut-{uuid.uuid4()}"})
+    await drained(settings)
+    ends = await end_offsets(settings.kafka_bootstrap, settings.topic)
+    partition = next(p for p, end in ends.items() if end > 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records(
+            {TopicPartition(settings.topic, partition): RecordsToDelete(before_offset=1)}
+        )
+    finally:
+        await admin.close()
+
+    with pytest.raises(ReplayError, match="no longer starts at offset 0"):
+        await replay(settings, OPTIONS)
+    with pytest.raises(ReplayError, match="no longer starts at offset 0"):
+        await build_as_of(settings, int(time.time() * 1000) - 1, OPTIONS)
+    with pytest.raises(UnavailableError, match="no longer starts at offset 0"):
+        await verify(settings, settings.read_schema)
