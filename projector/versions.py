@@ -114,7 +114,7 @@ SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnames
 WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1
 """
 _ANALYZE = "ANALYZE {schema}.{table}"
-_EXCLUSIVE = "LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"
+_EXCLUSIVE = "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
 
 
 def _checked(schema: str) -> str:
@@ -336,12 +336,11 @@ async def promote(conn: asyncpg.Connection, live: str, candidate: str, keep_as: 
     the two); otherwise a version already kept there moves to ``retired_schema(live)`` in the
     same transaction, to be dropped after the commit: a swap that fails keeps it.
     """
-    # Readers pin a version with a lock on one of its tables (api/routes.py): waiting for every
-    # table lets the reads in flight finish on the old version, and holds new ones until the
-    # commit, so no read transaction sees tables of both. Bounded by frozen_live's lock_timeout.
-    quoted = quote_schema(live)
-    tables = [quote_identifier(r["relname"]) for r in await conn.fetch(_TABLES, live)]
-    await conn.execute(_EXCLUSIVE.format(tables=", ".join(f"{quoted}.{t}" for t in tables)))
+    # Readers pin a version by locking its runs table before their snapshot (api/routes.py):
+    # waiting for that lock lets the reads in flight finish on the old version and holds new ones
+    # until the commit, so no read sees tables of both. Only that table: a lock on every table
+    # would also wait for autovacuum on the big ones (a second, until it is cancelled).
+    await conn.execute(_EXCLUSIVE.format(table=f"{quote_schema(live)}.runs"))
     retired = retired_schema(live)
     if keep_as != candidate and await exists(conn, keep_as):
         await conn.execute(_DROP.format(schema=quote_schema(retired)))

@@ -13,6 +13,7 @@ resumes from the offsets the rebuild stored; ``rollback`` swaps ``__prev`` back 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -200,9 +201,9 @@ async def _swap(
                     within_s=options.catch_up_s,
                     poll_s=0.01,  # readers' strong reads wait while the live projector is held
                 )
-                # Its last batch is committed: nothing of it can land after the rename.
-                await projector.stop(30.0)
-                await asyncio.gather(task, return_exceptions=True)
+                # Its stored offsets are the bound it may not pass: every batch of it is
+                # committed and none can follow, so it is stopped after the commit, not while
+                # the live projector waits.
                 if options.verify:
                     equal, differences = await _hashes_equal(settings, live, candidate)
                     if not equal:
@@ -212,6 +213,8 @@ async def _swap(
                         )
                 await versions.promote(conn, live, candidate, keep_as)
             held_s = time.monotonic() - started
+            await projector.stop(30.0)
+            await asyncio.gather(task, return_exceptions=True)
             log.info(
                 "read_models_swapped",
                 live=live,
@@ -254,7 +257,7 @@ async def _rebuild_and_swap(
         first = sum((await versions.stored_offsets(conn, candidate, topic)).values())
         async with _folding(settings, candidate, options) as folding:
 
-            async def follow() -> None:
+            async def follow(slack: int, within_s: float | None = None) -> None:
                 await _fold_until(
                     conn,
                     folding,
@@ -263,10 +266,12 @@ async def _rebuild_and_swap(
                     bound=lambda: _live_bound(conn, settings),
                     progress=progress,
                     options=options,
-                    slack=options.swap_lag,
+                    slack=slack,
+                    within_s=within_s,
+                    poll_s=0.02 if within_s is not None else None,
                 )
 
-            await follow()
+            await follow(options.swap_lag)
             index_s = 0.0
             deferred = (await versions.description(conn, candidate)).get("deferred")
             if deferred:
@@ -285,7 +290,11 @@ async def _rebuild_and_swap(
             # The planner's statistics, before it plans the readers' queries on this version;
             # then catch up again, so the live projector is held only for the last records.
             await versions.analyze(conn, candidate)
-            await follow()
+            await follow(options.swap_lag)
+            # Closer still if the live offsets stand still for a moment: the less is left, the
+            # shorter the live projector is held.
+            with contextlib.suppress(TimeoutError):
+                await follow(0, within_s=2.0)
             offsets, held_s = await _swap(
                 conn,
                 settings,
