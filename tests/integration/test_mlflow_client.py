@@ -25,6 +25,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.rest_store import RestStore
 from processes import runstream_process
 
 from services.config import Settings
@@ -179,6 +180,48 @@ def metric_history(url: str) -> None:
 
 async def test_metric_history_out_of_order_negative_and_non_finite(tracking_uri: str) -> None:
     await in_thread(metric_history, tracking_uri)
+
+
+def metric_history_paged(url: str) -> None:
+    client = client_for(url)
+    run_id = client.create_run(client.create_experiment("paged")).info.run_id
+    # Ties on the timestamp, equal steps, negative steps, NaN and infinities: every page must
+    # resume exactly after the last point of the one before, in (timestamp, step, value) order.
+    points = [
+        Metric("m", value, timestamp, step)
+        for timestamp in (5, 7, 7, 9)
+        for step in (-2, 0, 0, 3)
+        for value in (0.5, math.nan, -math.inf, 1.5)
+    ]
+    client.log_batch(run_id, metrics=points)
+    expected = sorted(
+        {(m.timestamp, m.step, "nan" if math.isnan(m.value) else m.value) for m in points},
+        key=lambda p: (p[0], p[1], math.inf if p[2] == "nan" else p[2], p[2] == "nan"),
+    )
+    history = client.get_metric_history(run_id, "m")
+    got = [(m.timestamp, m.step, "nan" if math.isnan(m.value) else m.value) for m in history]
+    assert got == expected
+
+
+async def test_the_client_walks_every_page_of_a_metric_history(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The unmodified client pages by 25,000; a page size of 7 makes it walk six pages.
+    monkeypatch.setattr(
+        "mlflow.tracking._tracking_service.client.GET_METRIC_HISTORY_MAX_RESULTS", 7
+    )
+    pages: list[str | None] = []
+    fetch = RestStore.get_metric_history
+
+    def counted(self: RestStore, *args: Any, **kwargs: Any) -> Any:
+        pages.append(kwargs.get("page_token"))
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(RestStore, "get_metric_history", counted)
+    await in_thread(metric_history_paged, tracking_uri)
+    assert len(pages) == 6  # 36 distinct points (repeated ones fold into one), 7 a page
+    assert pages[0] is None
+    assert all(pages[1:])
 
 
 def lineage_three_levels(url: str) -> None:
