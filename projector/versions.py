@@ -272,7 +272,10 @@ async def _build_metrics_key(
                 deleted = await conn.execute(_DEDUPLICATE_METRICS.format(schema=quoted))
                 log.info("duplicate_points_deleted", schema=schema, status=deleted)
                 await conn.execute(create)
-            await conn.execute(_KEY_USING_INDEX.format(schema=quoted, name=name))
+        # In a transaction of its own: the replay's projector may hold ACCESS SHARE on metrics
+        # (its COPY reads the columns first) while it waits behind the SHARE above, so taking
+        # ACCESS EXCLUSIVE there deadlocks. From now on the unique index keeps duplicates out.
+        await conn.execute(_KEY_USING_INDEX.format(schema=quoted, name=name))
 
 
 async def analyze(conn: asyncpg.Connection, schema: str) -> None:
