@@ -57,7 +57,8 @@ class _Abandoned(Exception):
 
 
 class Projector:
-    """Fold the event topic into the read models of one PostgreSQL schema, as a group member."""
+    """Fold the event topic into the read models of one PostgreSQL schema, as a group member
+    (or, with ``group_id=None``, as the only consumer, holding every partition)."""
 
     def __init__(
         self,
