@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from ingest.codec import encode_record
 from ingest.events import (
@@ -253,20 +253,6 @@ async def produce(bootstrap: str, topic: str, records: Iterator[list[Event]]) ->
     finally:
         await producer.stop()
     return events
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Return the topic's end offsets by partition."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 async def wait_projected(

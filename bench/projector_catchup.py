@@ -15,35 +15,13 @@ import time
 import uuid
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
-from ingest.codec import encode_record
+from bench.dataset import produce
 from ingest.topics import delete_topics, ensure_topics
 from projector.consumer import Projector
 from projector.synthetic import metric_log
 from services.config import Settings
 from services.migrations import load, migrate, quote_schema
-
-
-async def produce(bootstrap: str, topic: str, log: list) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        compression_type="lz4",
-    )
-    await producer.start()
-    try:
-        sent = [
-            await producer.send(topic, encode_record(list(r.events)), key=r.key.encode())
-            for r in log
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -59,7 +37,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         total = sum(len(r.events) for r in log)
         started = time.monotonic()
-        await produce(settings.kafka_bootstrap, topic, log)
+        await produce(settings.kafka_bootstrap, topic, (list(r.events) for r in log))
         produced_s = time.monotonic() - started
         del log
         projector = Projector(

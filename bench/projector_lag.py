@@ -29,9 +29,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.dataset import produce
 from bench.load import tuning_swarm
 from bench.peers import runstream_gateway
-from bench.projector_catchup import produce
 from ingest.topics import delete_topics, ensure_topics
 from projector.consumer import Projector
 from projector.synthetic import metric_log
@@ -79,7 +79,7 @@ async def catchup(settings: Settings, args: argparse.Namespace) -> dict[str, Any
                 events_per_record=args.events_per_record,
             )
             total += sum(len(r.events) for r in log)
-            await produce(settings.kafka_bootstrap, topic, log)
+            await produce(settings.kafka_bootstrap, topic, (list(r.events) for r in log))
         produce_s = time.monotonic() - started
         projector = Projector(
             bootstrap=settings.kafka_bootstrap,

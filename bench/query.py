@@ -28,6 +28,7 @@ from bench import dataset
 from bench.history import mlflow_api_pids, token_check, w6
 from bench.peers import mlflow_server, runstream_gateway
 from bench.timing import EVENTUAL, Peer, emit, measure
+from projector.logread import end_offsets
 from services.config import Settings
 
 # --- W5 search ------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ async def main(args: argparse.Namespace) -> None:
             settings.kafka_bootstrap, rs_info["topic"], dataset.runstream_records(search, history)
         )
         produced = time.perf_counter() - began
-        ends = await dataset.end_offsets(settings.kafka_bootstrap, rs_info["topic"])
+        ends = await end_offsets(settings.kafka_bootstrap, rs_info["topic"])
         caught = await dataset.wait_projected(
             settings.database_url,
             rs_info["read_schema"],

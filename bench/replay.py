@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import asyncpg
 
-from bench.projector_catchup import produce
+from bench.dataset import produce
 from ingest.topics import MAX_RECORD_BYTES, delete_topics, ensure_topics
 from projector import versions
 from projector.consumer import Projector
@@ -54,7 +54,7 @@ async def main(args: argparse.Namespace) -> None:
         events = sum(len(r.events) for r in log)
         records = len(log)
         began = time.monotonic()
-        await produce(settings.kafka_bootstrap, topic, log)
+        await produce(settings.kafka_bootstrap, topic, (list(r.events) for r in log))
         produce_s = time.monotonic() - began
         del log
         projector = Projector(

@@ -28,7 +28,7 @@ from projector.ops import (
     point_key,
     value_order,
 )
-from projector.snapshot import Snapshot, canonical_json_tags, make_snapshot
+from projector.snapshot import Snapshot, dataset_input_row, make_snapshot
 
 __all__ = ["MemoryStore"]
 
@@ -261,20 +261,7 @@ class MemoryStore:
                     (r, k, value, ts, step) for (r, k), (value, ts, step) in self.latest.items()
                 ],
                 "metrics": list(self.metrics.values()),
-                "run_dataset_inputs": [
-                    (
-                        d.run_id,
-                        d.name,
-                        d.digest,
-                        d.source_type,
-                        d.source,
-                        d.schema,
-                        d.profile,
-                        d.context,
-                        canonical_json_tags(d.tags),
-                    )
-                    for d in self.datasets.values()
-                ],
+                "run_dataset_inputs": [dataset_input_row(d) for d in self.datasets.values()],
                 "run_model_inputs": list(self.model_inputs),
                 "projector_rejections": [
                     (reason, r, k, v, event_id, at)

@@ -17,10 +17,13 @@ from typing import Any
 
 import asyncpg
 
+from projector.ops import DatasetRow
+
 __all__ = [
     "TABLES",
     "Snapshot",
     "canonical_json_tags",
+    "dataset_input_row",
     "make_snapshot",
     "read_snapshot",
     "read_snapshot_at",
@@ -105,6 +108,21 @@ def canonical_json_tags(tags: Iterable[tuple[str, str]]) -> str:
     """Return dataset-input tags as the canonical JSON text the snapshot compares."""
     return json.dumps(
         [{"key": k, "value": v} for k, v in tags], sort_keys=True, separators=(",", ":")
+    )
+
+
+def dataset_input_row(d: DatasetRow) -> Row:
+    """Return a dataset input as a ``run_dataset_inputs`` row (the columns of ``TABLES``)."""
+    return (
+        d.run_id,
+        d.name,
+        d.digest,
+        d.source_type,
+        d.source,
+        d.schema,
+        d.profile,
+        d.context,
+        canonical_json_tags(d.tags),
     )
 
 

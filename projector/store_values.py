@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from projector.ops import PARAM_CONFLICT, Ops
-from projector.snapshot import canonical_json_tags
+from projector.snapshot import dataset_input_row
 
 __all__ = ["columns", "write_values"]
 
@@ -104,26 +104,8 @@ async def write_values(conn: asyncpg.Connection, ops: Ops, schema: str) -> None:
     if ops.latest:
         await conn.execute(_LATEST, *columns(ops.latest, 5))
     if ops.datasets:
-        await conn.execute(
-            _DATASETS,
-            *columns(
-                [
-                    (
-                        d.run_id,
-                        d.name,
-                        d.digest,
-                        d.source_type,
-                        d.source,
-                        d.schema,
-                        d.profile,
-                        d.context,
-                        canonical_json_tags(d.tags),
-                    )
-                    for d in ops.datasets
-                ],
-                9,
-            ),
-        )
+        rows = [dataset_input_row(d) for d in ops.datasets]
+        await conn.execute(_DATASETS, *columns(rows, 9))
     if ops.model_inputs:
         await conn.execute(_MODEL_INPUTS, *columns(ops.model_inputs, 2))
 

@@ -154,7 +154,7 @@ class Version:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def events(self) -> int:
+    def records(self) -> int:
         """Return how many records of the log this version has folded."""
         return sum(self.offsets.values())
 

@@ -28,11 +28,10 @@ from ingest.topics import MAX_RECORD_BYTES
 from projector import versions
 from projector.consumer import Projector
 from projector.logread import end_offsets, offsets_at, start_offsets
-from projector.snapshot import read_snapshot_at, state_hash
 from services.config import Settings
 from services.migrations import load, migrate
 from services.progress import Progress
-from services.verify import diff_snapshots
+from services.verify import verify
 
 log = structlog.get_logger(__name__)
 
@@ -157,16 +156,6 @@ async def _fold_until(
         await asyncio.sleep(options.poll_s if poll_s is None else poll_s)
 
 
-async def _hashes_equal(settings: Settings, live: str, candidate: str) -> tuple[bool, list[str]]:
-    """Compare two schemas' state (both must be still); return equal? and the differences."""
-    async with connection(settings) as conn:
-        left, _ = await read_snapshot_at(conn, live, settings.topic)
-        right, _ = await read_snapshot_at(conn, candidate, settings.topic)
-    if state_hash(left) == state_hash(right):
-        return True, []
-    return False, diff_snapshots(left, right, live, candidate)
-
-
 async def _swap(
     conn: asyncpg.Connection,
     settings: Settings,
@@ -205,11 +194,11 @@ async def _swap(
                 # committed and none can follow, so it is stopped after the commit, not while
                 # the live projector waits.
                 if options.verify:
-                    equal, differences = await _hashes_equal(settings, live, candidate)
-                    if not equal:
+                    compared = await verify(settings, live, against=candidate)
+                    if not compared["equal"]:
                         raise ReplayError(
                             f"{candidate} differs from {live} at the same offsets; not "
-                            "swapped:\n" + "\n".join(differences)
+                            "swapped:\n" + "\n".join(compared["differences"])
                         )
                 await versions.promote(conn, live, candidate, keep_as)
             held_s = time.monotonic() - started
@@ -405,7 +394,7 @@ async def list_versions(settings: Settings) -> list[dict[str, Any]]:
         found = await versions.list_versions(conn, settings.read_schema, settings.topic)
     return [
         # What the name says wins over a description a crash left stale.
-        {**v.info, "schema": v.schema, "role": v.role, "records": v.events, "offsets": v.offsets}
+        {**v.info, "schema": v.schema, "role": v.role, "records": v.records, "offsets": v.offsets}
         for v in found
     ]
 
