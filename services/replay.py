@@ -119,11 +119,9 @@ def _fixed(offsets: Offsets) -> Callable[[], Awaitable[Offsets]]:
 
 
 async def _fold_until(
-    conn: asyncpg.Connection,
     folding: tuple[Projector, asyncio.Task[None]],
     *,
     schema: str,
-    topic: str,
     bound: Callable[[], Awaitable[Offsets]],
     progress: Progress,
     options: ReplayOptions,
@@ -132,7 +130,8 @@ async def _fold_until(
     poll_s: float | None = None,
 ) -> Offsets:
     """Fold into ``schema`` until its stored offsets are within ``slack`` records of ``bound()``
-    (asked again each poll)."""
+    (asked again each poll). The projector's own count of what it committed is the stored
+    offsets: no query per poll, which matters while the live projector is held."""
     projector, task = folding
     deadline = time.monotonic() + within_s if within_s is not None else None
     while True:
@@ -146,7 +145,7 @@ async def _fold_until(
             raise ReplayError(
                 f"the topic gained partitions {sorted(unheld)} during the replay; run it again"
             )
-        mine = await versions.stored_offsets(conn, schema, topic)
+        mine = {p: state.next_offset or 0 for p, state in projector.stats.partitions.items()}
         done = sum(min(mine.get(p, 0), end) for p, end in target.items())
         progress.update(done, sum(target.values()))
         if sum(target.values()) - done <= slack and (projector.assigned or slack == 0):
@@ -180,10 +179,8 @@ async def _swap(
                 target = held or await end_offsets(settings.kafka_bootstrap, topic)
 
                 await _fold_until(
-                    conn,
                     folding,
                     schema=candidate,
-                    topic=topic,
                     bound=_fixed(target),
                     progress=progress,
                     options=options,
@@ -248,10 +245,8 @@ async def _rebuild_and_swap(
 
             async def follow(slack: int, within_s: float | None = None) -> None:
                 await _fold_until(
-                    conn,
                     folding,
                     schema=candidate,
-                    topic=topic,
                     bound=lambda: _live_bound(conn, settings),
                     progress=progress,
                     options=options,
@@ -375,10 +370,8 @@ async def _build_as_of(
         progress = Progress("as_of")
         async with _folding(settings, schema, options) as folding:
             await _fold_until(
-                conn,
                 folding,
                 schema=schema,
-                topic=settings.topic,
                 bound=_fixed(target),
                 progress=progress,
                 options=options,
