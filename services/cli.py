@@ -18,6 +18,7 @@ from deploy.local.process import StackError
 from deploy.local.stack import LocalStack
 from ingest.errors import MlflowError, UnavailableError
 from ingest.topics import ensure_topics
+from projector.versions import stored_offsets
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
 from services.migrations import load, migrate
@@ -66,26 +67,17 @@ async def apply_migrations(settings: Settings) -> list[str]:
         await conn.close()
 
 
-_STORED_OFFSETS = "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1"
-
-
 async def _stored_offsets(settings: Settings) -> dict[int, int] | None:
     """Return the projector's stored next offsets, or None if the database does not answer."""
     try:
-        conn = await asyncpg.connect(
-            settings.database_url,
-            timeout=5,
-            server_settings={"search_path": settings.read_schema},
-        )
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return None
     try:
-        rows = await conn.fetch(_STORED_OFFSETS, settings.topic)
-    except asyncpg.UndefinedTableError:
-        rows = []  # not migrated yet: nothing folded
+        # Empty when not migrated yet: nothing folded.
+        return await stored_offsets(conn, settings.read_schema, settings.topic)
     finally:
         await conn.close()
-    return {row["partition"]: row["next_offset"] for row in rows}
 
 
 async def _end_offsets(settings: Settings) -> dict[int, int] | None:
