@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from api.sampling import bucket_shape
 from api.schemas import (
     Dataset,
     DatasetInput,
@@ -38,7 +37,6 @@ __all__ = [
     "experiments",
     "metric_history",
     "metric_history_bulk",
-    "metric_history_sampled",
     "runs",
     "search_ids",
 ]
@@ -98,45 +96,6 @@ ORDER BY run_id COLLATE "C", ts, step, value
 LIMIT $3::bigint
 """
 
-
-def _counts_sql(window: str) -> str:
-    return f"""
-SELECT run_id, count(*) AS total FROM metrics
-WHERE run_id = ANY($1::text[]) AND key = $2 {window}
-GROUP BY run_id
-"""
-
-
-def _sampled_sql(window: str, first: int) -> str:
-    # Numbers each run's points in MLflow's sampling order and keeps NTILE bucket starts by
-    # arithmetic (see api.sampling): the first `larger` buckets hold q+1 points, the rest q;
-    # the last point replaces the last bucket's start. Joining the numbered rows to a list of
-    # wanted positions instead made PostgreSQL compare every point with every position.
-    q, boundary, last_start, last = (f"${first + i}::bigint[]" for i in range(1, 5))
-    return f"""
-SELECT p.run_id, p.value, p.ts, p.step
-FROM (
-    SELECT run_id, value, ts, step,
-           row_number() OVER (PARTITION BY run_id ORDER BY step, ts, value) - 1 AS position
-    FROM metrics
-    WHERE run_id = ANY($1::text[]) AND key = $2 {window}
-) AS p
-JOIN unnest(${first}::text[], {q}, {boundary}, {last_start}, {last})
-    AS s(run_id, q, boundary, last_start, last) ON s.run_id = p.run_id
-WHERE p.position = s.last
-   OR (p.position <> s.last_start
-       AND ((p.position < s.boundary AND p.position % (s.q + 1) = 0)
-            OR (p.position >= s.boundary AND s.q > 0 AND (p.position - s.boundary) % s.q = 0)))
-ORDER BY p.run_id, p.position
-"""
-
-
-# Two texts, not `$3 IS NULL OR ...`: a generic prepared plan would lose the step index.
-_STEP_WINDOW = "AND step BETWEEN $3::bigint AND $4::bigint"
-_POINT_COUNTS = _counts_sql("")
-_POINT_COUNTS_IN_WINDOW = _counts_sql(_STEP_WINDOW)
-_SAMPLED_POINTS = _sampled_sql("", 3)
-_SAMPLED_POINTS_IN_WINDOW = _sampled_sql(_STEP_WINDOW, 5)
 
 # A search's best plan depends on its values: `tags.team = 'nlp'` matches an eighth of the runs,
 # `tags.mlflow.parentRunId = '...'` five. asyncpg caches each query text as a prepared statement,
@@ -300,35 +259,3 @@ async def metric_history_bulk(
         MetricWithRunId(key, wire_double(row["value"]), row["ts"], row["step"], row["run_id"])
         for row in rows
     ]
-
-
-async def metric_history_sampled(
-    conn: asyncpg.Connection,
-    run_ids: Sequence[str],
-    key: str,
-    max_results: int,
-    steps: tuple[int, int] | None,
-) -> list[MetricWithRunId]:
-    """Return each run's sampled points (see `api.sampling`), runs in request order."""
-    distinct = list(dict.fromkeys(run_ids))
-    window: list[object] = list(steps) if steps is not None else []
-    counts_sql, sampled_sql = (
-        (_POINT_COUNTS_IN_WINDOW, _SAMPLED_POINTS_IN_WINDOW)
-        if steps is not None
-        else (_POINT_COUNTS, _SAMPLED_POINTS)
-    )
-    shapes: list[list[object]] = [[], [], [], [], []]
-    for row in await conn.fetch(counts_sql, distinct, key, *window):
-        shape = (row["run_id"], *bucket_shape(row["total"], max_results), row["total"] - 1)
-        for column, value in zip(shapes, shape, strict=True):
-            column.append(value)
-    if not shapes[0]:
-        return []
-    rows = await conn.fetch(sampled_sql, distinct, key, *window, *shapes)
-    by_run: dict[str, list[MetricWithRunId]] = defaultdict(list)
-    for row in rows:
-        by_run[row["run_id"]].append(
-            MetricWithRunId(key, wire_double(row["value"]), row["ts"], row["step"], row["run_id"])
-        )
-    # A run named twice is answered twice, as MLflow's per-run loop does
-    return [point for run_id in run_ids for point in by_run.get(run_id, ())]

@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from api import lineage, queries
+from api import lineage, queries, sampling
 from api.asof import AS_OF_HEADER, AsOfViews
 from api.grammar import INT64_MAX, INT64_MIN, shown
 from api.requests import Fields, invalid_type, read_body
@@ -346,7 +346,7 @@ class QueryApi:
             )
         as_of = await self._settle(request, fields, run_ids)
         async with self._snapshot(as_of) as conn:
-            points = await queries.metric_history_sampled(conn, run_ids, key, max_results, steps)
+            points = await sampling.sample(conn, run_ids, key, max_results, steps)
         return _json(MetricsWithRunIdResponse(points))
 
     # --- lineage views --------------------------------------------------------------------

@@ -1,16 +1,41 @@
-"""Which points of a metric's history GetMetricHistoryBulkInterval keeps (MLflow 3.x's rule).
+"""Which points of a metric's history GetMetricHistoryBulkInterval keeps (MLflow 3.x's rule),
+and how they are found without numbering the whole series.
 
-Per run, the points ordered by (step, timestamp, value) are split into `max_results` buckets the
-way SQL's NTILE splits rows (the first `total % max_results` buckets hold one row more), the
-first point of each bucket is kept, and the overall last point always is: it is appended, or it
-replaces the last sample when the sample already has `max_results` points. So a run never yields
-more than `max_results` points, and `max_results == 1` yields only the last point.
-(`SqlAlchemyStore._sample_rows_with_window_functions` in MLflow.)
+The rule: per run, the points ordered by (step, timestamp, value) are split into `max_results`
+buckets the way SQL's NTILE splits rows (the first `total % max_results` buckets hold one row
+more), the first point of each bucket is kept, and the overall last point always is: it is
+appended, or it replaces the last sample when the sample already has `max_results` points. So a
+run never yields more than `max_results` points, and `max_results == 1` yields only the last
+point. (`SqlAlchemyStore._sample_rows_with_window_functions` in MLflow.)
+
+Finding them: the kept points are given by their positions, and a position needs the number of
+points before it. The projector keeps, per series, how many points fall in each block of 2^L
+steps at six levels L (table `metric_blocks`, migration 0008). A sample reads one level's
+blocks, finds the block and the offset within it of every kept position, and reads each point
+with an index scan that skips that many entries. The level is the one reading the fewest
+entries: its blocks, plus half a block's points per kept position. A 1M-point series with a
+point per step samples 2,500 points by reading 62,500 block counts and skipping 8 entries per
+point, instead of numbering a million points.
 """
 
 from __future__ import annotations
 
-__all__ = ["bucket_shape", "sample_indices"]
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+import asyncpg
+
+from api.grammar import INT64_MAX, INT64_MIN
+from api.schemas import MetricWithRunId, wire_double
+
+__all__ = ["LEVELS", "Probe", "choose_level", "locate", "sample", "sample_indices"]
+
+LEVELS = (4, 8, 12, 16, 20, 24)  # as migration 0008 counts them
+# A series with this few points is read whole: one index range, no block counts.
+_SMALL = 4096
 
 
 def sample_indices(total: int, max_results: int) -> list[int]:
@@ -31,16 +56,190 @@ def sample_indices(total: int, max_results: int) -> list[int]:
     return kept
 
 
-def bucket_shape(total: int, max_results: int) -> tuple[int, int, int]:
-    """Return (q, boundary, last_start) so SQL can test positions without listing them.
+def choose_level(blocks: Mapping[int, int], points: int, max_results: int) -> int:
+    """Return the level (of those whose block counts are given) that reads the fewest entries."""
+    kept = min(points, max_results)
+    return min(blocks, key=lambda level: blocks[level] + kept * points / blocks[level] / 2)
 
-    Buckets before position `boundary` hold q+1 points, the rest q; `last_start` is where the
-    last bucket starts (the position the overall last point replaces).
-    """
-    if total <= 0 or max_results < 1:
-        raise ValueError("need at least one point and one bucket")
-    q, larger = divmod(total, max_results)
-    boundary = larger * (q + 1)
-    last = min(max_results, total) - 1
-    last_start = last * (q + 1) if last < larger else boundary + (last - larger) * q
-    return q, boundary, last_start
+
+@dataclass(frozen=True)
+class Probe:
+    """Read the point `skip` entries into the steps `first..last` (both in the block)."""
+
+    first: int
+    last: int
+    skip: int
+
+
+def locate(
+    level: int,
+    blocks: Sequence[int],
+    points: Sequence[int],
+    window: tuple[int, int],
+    max_results: int,
+) -> list[Probe]:
+    """Return a probe per kept position, given the ascending blocks (at `level`) and their
+    counts of points within `window`."""
+    before = list(accumulate(points, initial=0))  # before[i]: points in blocks[:i]
+    probes = []
+    for position in sample_indices(before[-1], max_results):
+        i = bisect_right(before, position) - 1  # never an empty block: it ends where it starts
+        first = max(blocks[i] << level, window[0])
+        last = min(((blocks[i] + 1) << level) - 1, window[1])
+        probes.append(Probe(first, last, position - before[i]))
+    return probes
+
+
+# --- reading the sample -----------------------------------------------------------------------
+
+_LEVEL_COUNTS = """
+SELECT run_id, level, blocks, points FROM metric_levels
+WHERE run_id = ANY($1::text[]) AND key = $2
+"""
+_WHOLE = """
+SELECT run_id, step, ts, value FROM metrics
+WHERE run_id = ANY($1::text[]) AND key = $2 AND step BETWEEN $3 AND $4
+ORDER BY run_id, step, ts, value
+"""
+# Per run, in the key's order: no sort, an index-only scan (the counts are in the key).
+_BLOCKS = """
+SELECT r.run_id, c.blocks, c.points
+FROM unnest($1::text[], $3::smallint[], $4::bigint[], $5::bigint[]) AS r(run_id, level, lo, hi)
+CROSS JOIN LATERAL (
+    SELECT array_agg(o.block) AS blocks, array_agg(o.points) AS points
+    FROM (
+        SELECT b.block, b.points FROM metric_blocks AS b
+        WHERE b.run_id = r.run_id AND b.key = $2 AND b.level = r.level
+          AND b.block BETWEEN r.lo AND r.hi
+        ORDER BY b.block
+    ) AS o
+) AS c
+WHERE c.blocks IS NOT NULL
+"""
+# A block the step window cuts: its points within the window, counted.
+_COUNT_WITHIN = """
+SELECT r.n, (
+    SELECT count(*) FROM metrics AS m
+    WHERE m.run_id = r.run_id AND m.key = $2 AND m.step BETWEEN r.first AND r.last
+) AS points
+FROM unnest($1::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS r(run_id, first, last, n)
+"""
+_PROBE = """
+SELECT t.n, p.step, p.ts, p.value
+FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+    WITH ORDINALITY AS t(run_id, first, last, skip, n)
+CROSS JOIN LATERAL (
+    SELECT m.step, m.ts, m.value FROM metrics AS m
+    WHERE m.run_id = t.run_id AND m.key = $2 AND m.step BETWEEN t.first AND t.last
+    ORDER BY m.step, m.ts, m.value
+    OFFSET t.skip LIMIT 1
+) AS p
+ORDER BY t.n
+"""
+
+
+@dataclass
+class _Series:
+    level: int
+    blocks: list[int] = field(default_factory=list)
+    points: list[int] = field(default_factory=list)
+
+
+async def sample(
+    conn: asyncpg.Connection,
+    run_ids: Sequence[str],
+    key: str,
+    max_results: int,
+    steps: tuple[int, int] | None,
+) -> list[MetricWithRunId]:
+    """Return each run's sampled points, runs in request order (a run named twice, twice)."""
+    window = steps if steps is not None else (INT64_MIN, INT64_MAX)
+    distinct = list(dict.fromkeys(run_ids))
+    counts: dict[str, dict[int, int]] = defaultdict(dict)
+    totals: dict[str, int] = {}
+    for row in await conn.fetch(_LEVEL_COUNTS, distinct, key):
+        counts[row["run_id"]][row["level"]] = row["blocks"]
+        totals[row["run_id"]] = row["points"]
+    small = [r for r in distinct if 0 < totals.get(r, 0) <= _SMALL]
+    large = {
+        r: _Series(choose_level(counts[r], totals[r], max_results))
+        for r in distinct
+        if totals.get(r, 0) > _SMALL
+    }
+    by_run: dict[str, list[MetricWithRunId]] = {}
+    if small:
+        whole: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in await conn.fetch(_WHOLE, small, key, *window):
+            whole[row["run_id"]].append(row)
+        for run_id, rows in whole.items():
+            kept = sample_indices(len(rows), max_results)
+            by_run[run_id] = [_point(key, run_id, rows[i]) for i in kept]
+    if large:
+        await _read_blocks(conn, key, window, large)
+        by_run.update(await _probe(conn, key, window, large, max_results))
+    return [point for run_id in run_ids for point in by_run.get(run_id, ())]
+
+
+async def _read_blocks(
+    conn: asyncpg.Connection, key: str, window: tuple[int, int], series: dict[str, _Series]
+) -> None:
+    """Fill in each series' blocks within the window, the cut edge blocks counted exactly."""
+    ids = list(series)
+    levels = [series[r].level for r in ids]
+    rows = await conn.fetch(
+        _BLOCKS,
+        ids,
+        key,
+        levels,
+        [window[0] >> level for level in levels],
+        [window[1] >> level for level in levels],
+    )
+    cut: list[tuple[str, int, int, int]] = []  # run, index of the block, first step, last step
+    for row in rows:
+        s = series[row["run_id"]]
+        s.blocks, s.points = list(row["blocks"]), list(row["points"])
+        for i in {0, len(s.blocks) - 1}:
+            first, last = s.blocks[i] << s.level, ((s.blocks[i] + 1) << s.level) - 1
+            if first < window[0] or last > window[1]:
+                cut.append((row["run_id"], i, max(first, window[0]), min(last, window[1])))
+    if cut:
+        exact = await conn.fetch(
+            _COUNT_WITHIN, [c[0] for c in cut], key, [c[2] for c in cut], [c[3] for c in cut]
+        )
+        for row in exact:
+            run_id, i, _, _ = cut[row["n"] - 1]
+            series[run_id].points[i] = row["points"]
+
+
+async def _probe(
+    conn: asyncpg.Connection,
+    key: str,
+    window: tuple[int, int],
+    series: dict[str, _Series],
+    max_results: int,
+) -> dict[str, list[MetricWithRunId]]:
+    owners: list[str] = []
+    probes: list[Probe] = []
+    for run_id, s in series.items():
+        found = locate(s.level, s.blocks, s.points, window, max_results) if s.blocks else []
+        owners += [run_id] * len(found)
+        probes += found
+    if not probes:
+        return {}
+    rows = await conn.fetch(
+        _PROBE,
+        owners,
+        key,
+        [p.first for p in probes],
+        [p.last for p in probes],
+        [p.skip for p in probes],
+    )
+    by_run: dict[str, list[MetricWithRunId]] = defaultdict(list)
+    for row in rows:
+        run_id = owners[row["n"] - 1]
+        by_run[run_id].append(_point(key, run_id, row))
+    return by_run
+
+
+def _point(key: str, run_id: str, row: asyncpg.Record) -> MetricWithRunId:
+    return MetricWithRunId(key, wire_double(row["value"]), row["ts"], row["step"], run_id)

@@ -35,6 +35,7 @@ __all__ = [
     "analyze",
     "as_of_schema",
     "build_indexes",
+    "counts_metric_blocks",
     "defer_indexes",
     "describe",
     "description",
@@ -108,6 +109,40 @@ DELETE FROM {schema}.metrics AS a
 USING {schema}.metrics AS b
 WHERE a.run_id = b.run_id AND a.key = b.key AND a.step = b.step AND a.ts = b.ts
   AND a.value = b.value AND a.ctid > b.ctid
+"""
+# The per-block point counts (migration 0008) are kept by a trigger on metrics, which a rebuild
+# switches off with the indexes: without the key, duplicates would be counted that the key's
+# build then deletes. They are counted once, from the deduplicated points, at the end.
+_BLOCKS_TRIGGER = "metric_blocks_count"
+_BLOCKS_OFF = "ALTER TABLE {schema}.metrics DISABLE TRIGGER " + _BLOCKS_TRIGGER
+_BLOCKS_ON = "ALTER TABLE {schema}.metrics ENABLE TRIGGER " + _BLOCKS_TRIGGER
+_BLOCKS_ENABLED = """
+SELECT tg.tgenabled <> 'D' AS enabled
+FROM pg_trigger AS tg
+JOIN pg_class AS t ON t.oid = tg.tgrelid
+JOIN pg_namespace AS n ON n.oid = t.relnamespace
+WHERE n.nspname = $1 AND t.relname = 'metrics' AND tg.tgname = $2
+"""
+# SHARE ROW EXCLUSIVE: the replay's inserts wait until the trigger counts them again; it does
+# not conflict with the ACCESS SHARE a waiting insert may already hold.
+_HOLD_METRICS_WRITES = "LOCK TABLE {schema}.metrics IN SHARE ROW EXCLUSIVE MODE"
+_CLEAR_BLOCKS = "TRUNCATE {schema}.metric_blocks, {schema}.metric_levels"
+# The finest level from the points (in the key's order), the coarser ones from it.
+_COUNT_FINEST_BLOCKS = """
+INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
+SELECT run_id, key, 4, step >> 4, count(*) FROM {schema}.metrics GROUP BY run_id, key, step >> 4
+"""
+_COUNT_COARSER_BLOCKS = """
+INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
+SELECT b.run_id, b.key, l.level, b.block >> (l.level - 4), sum(b.points)
+FROM {schema}.metric_blocks AS b
+CROSS JOIN unnest('{{8,12,16,20,24}}'::smallint[]) AS l(level)
+WHERE b.level = 4
+GROUP BY 1, 2, 3, 4
+"""
+_COUNT_LEVELS = """
+INSERT INTO {schema}.metric_levels (run_id, key, level, blocks, points)
+SELECT run_id, key, level, count(*), sum(points) FROM {schema}.metric_blocks GROUP BY 1, 2, 3
 """
 _TABLES = """
 SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -215,7 +250,15 @@ async def defer_indexes(
             await conn.execute(_DROP_KEY.format(schema=quoted, name=quote_identifier(key["name"])))
             columns = key["definition"].removeprefix("PRIMARY KEY ")
             metrics_key = {"name": key["name"], "columns": columns}
-        deferred = {"indexes": [row["definition"] for row in rows], "metrics_key": metrics_key}
+        blocks = await counts_metric_blocks(conn, schema)
+        if blocks:
+            await conn.execute(_BLOCKS_OFF.format(schema=quoted))
+            await conn.execute(_CLEAR_BLOCKS.format(schema=quoted))
+        deferred = {
+            "indexes": [row["definition"] for row in rows],
+            "metrics_key": metrics_key,
+            "metric_blocks": blocks,
+        }
         described = {**info, "deferred": deferred}
         await describe(conn, schema, described)
     return described
@@ -234,6 +277,8 @@ async def build_indexes(pool: asyncpg.Pool, schema: str, deferred: Mapping[str, 
         _build_metrics_key(pool, schema, deferred.get("metrics_key")),
         _build_indexes(pool, statements),
     )
+    if deferred.get("metric_blocks"):
+        await _count_metric_blocks(pool, schema)
 
 
 async def has_metrics_key(conn: asyncpg.Connection, schema: str) -> bool:
@@ -276,6 +321,24 @@ async def _build_metrics_key(
         # (its COPY reads the columns first) while it waits behind the SHARE above, so taking
         # ACCESS EXCLUSIVE there deadlocks. From now on the unique index keeps duplicates out.
         await conn.execute(_KEY_USING_INDEX.format(schema=quoted, name=name))
+
+
+async def counts_metric_blocks(conn: asyncpg.Connection, schema: str) -> bool:
+    """Return True if the version keeps its per-block point counts (sampled histories read them)."""
+    return bool(await conn.fetchval(_BLOCKS_ENABLED, schema, _BLOCKS_TRIGGER))
+
+
+async def _count_metric_blocks(pool: asyncpg.Pool, schema: str) -> None:
+    """Count the points per block from scratch and switch the counting trigger back on."""
+    quoted = quote_schema(schema)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_HOLD_METRICS_WRITES.format(schema=quoted))
+        if await counts_metric_blocks(conn, schema):
+            return  # counted before an interruption
+        await conn.execute(_CLEAR_BLOCKS.format(schema=quoted))
+        for statement in (_COUNT_FINEST_BLOCKS, _COUNT_COARSER_BLOCKS, _COUNT_LEVELS):
+            await conn.execute(statement.format(schema=quoted))
+        await conn.execute(_BLOCKS_ON.format(schema=quoted))
 
 
 async def analyze(conn: asyncpg.Connection, schema: str) -> None:

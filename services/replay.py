@@ -271,6 +271,8 @@ async def _rebuild_and_swap(
                 log.info("indexes_built", schema=candidate, seconds=round(index_s, 1))
             if not await versions.has_metrics_key(conn, candidate):
                 raise ReplayError(f"{candidate} has no primary key on its metric points")
+            if not await versions.counts_metric_blocks(conn, candidate):
+                raise ReplayError(f"{candidate} does not count its metric points per block")
             # The planner's statistics, before it plans the readers' queries on this version;
             # then catch up again, so the live projector is held only for the last records.
             await versions.analyze(conn, candidate)

@@ -210,3 +210,33 @@ async def set_projected(db: asyncpg.Connection, topic: str, offsets: Mapping[int
         "DO UPDATE SET next_offset = EXCLUDED.next_offset",
         [(topic, p, o) for p, o in offsets.items()],
     )
+
+
+# The per-block point counts a sampled history reads (migration 0008), recounted from the points;
+# a row here is a block whose stored count differs.
+_BLOCK_MISCOUNTS = """
+WITH recount AS (
+    SELECT run_id, key, l.level, step >> l.level AS block, count(*) AS points
+    FROM metrics CROSS JOIN unnest('{4,8,12,16,20,24}'::smallint[]) AS l(level)
+    GROUP BY 1, 2, 3, 4
+), levels AS (
+    SELECT run_id, key, level, count(*) AS blocks, sum(points) AS points FROM recount
+    GROUP BY 1, 2, 3
+)
+(SELECT 'block' AS what, run_id, key, level, block, points FROM recount
+ EXCEPT SELECT 'block', run_id, key, level, block, points FROM metric_blocks)
+UNION ALL
+(SELECT 'block', run_id, key, level, block, points FROM metric_blocks
+ EXCEPT SELECT 'block', run_id, key, level, block, points FROM recount)
+UNION ALL
+(SELECT 'level', run_id, key, level, blocks, points FROM levels
+ EXCEPT SELECT 'level', run_id, key, level, blocks, points FROM metric_levels)
+UNION ALL
+(SELECT 'level', run_id, key, level, blocks, points FROM metric_levels
+ EXCEPT SELECT 'level', run_id, key, level, blocks, points FROM levels)
+"""
+
+
+async def block_miscounts(db: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Return the stored block and level counts that differ from a recount of the points."""
+    return list(await db.fetch(_BLOCK_MISCOUNTS))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.sampling import bucket_shape, sample_indices
+from api.sampling import LEVELS, choose_level, locate, sample_indices
 
 
 def ntile(total: int, buckets: int) -> list[int]:
@@ -69,18 +69,41 @@ def test_rejects_a_zero_cap() -> None:
         sample_indices(3, 0)
 
 
-@given(total=st.integers(1, 3000), max_results=st.integers(1, 2500))
-def test_bucket_shape_keeps_exactly_the_reference_positions(total: int, max_results: int) -> None:
-    # The SQL keeps a position by this arithmetic; it must pick what sample_indices picks.
-    q, boundary, last_start = bucket_shape(total, max_results)
+@given(
+    steps=st.lists(st.integers(-5000, 5000), min_size=1, max_size=400),
+    level=st.sampled_from(LEVELS[:3]),
+    max_results=st.integers(1, 60),
+    window=st.tuples(st.integers(-6000, 6000), st.integers(-6000, 6000)).map(sorted),
+)
+def test_probes_find_exactly_the_points_the_rule_keeps(
+    steps: list[int], level: int, max_results: int, window: list[int]
+) -> None:
+    # Steps repeat (points at one step differ in timestamp); an index scan is a sorted list.
+    points = sorted(steps)
+    lo, hi = window
+    inside = [s for s in points if lo <= s <= hi]
+    blocks = sorted({s >> level for s in inside})
+    counts = [sum(1 for s in inside if s >> level == b) for b in blocks]
+    # An edge block the window cuts to nothing is still listed, counted 0
+    edge = (lo >> level) - 1
+    if blocks and edge < blocks[0] and not any(lo <= s <= hi for s in points if s >> level == edge):
+        blocks, counts = [edge, *blocks], [0, *counts]
+    if not blocks:
+        return
+    probes = locate(level, blocks, counts, (lo, hi), max_results)
+    found = []
+    for probe in probes:
+        assert probe.first >> level == probe.last >> level
+        assert lo <= probe.first <= probe.last <= hi
+        found.append([s for s in points if probe.first <= s <= probe.last][probe.skip])
+    assert found == [inside[i] for i in sample_indices(len(inside), max_results)]
 
-    def kept(i: int) -> bool:
-        if i == total - 1:
-            return True
-        if i == last_start:
-            return False
-        if i < boundary:
-            return i % (q + 1) == 0
-        return q > 0 and (i - boundary) % q == 0
 
-    assert [i for i in range(total) if kept(i)] == sample_indices(total, max_results)
+def test_choose_level_weighs_blocks_read_against_entries_skipped() -> None:
+    # 1M points, a point per step: 2,500 kept points are cheapest found from 16-step blocks,
+    # 320 from 256-step blocks; steps 1000 apart make the finer levels a block per point.
+    dense = {level: max(1, 1_000_000 >> level) for level in LEVELS}
+    assert choose_level(dense, 1_000_000, 2500) == 4
+    assert choose_level(dense, 1_000_000, 320) == 8
+    sparse = {level: min(1_000_000, 1_000_000_000 >> level) for level in LEVELS}
+    assert choose_level(sparse, 1_000_000, 2500) == 16
