@@ -55,6 +55,10 @@ def w6_kinds(peer: Peer, data: dataset.HistoryData) -> dict[str, tuple[Call, int
             http, interval, {"run_ids": data.long_run, "metric_key": dataset.HISTORY_KEY}
         )
 
+    async def sampled_320(http: aiohttp.ClientSession, i: int) -> None:
+        params = {"run_ids": data.long_run, "metric_key": dataset.HISTORY_KEY, "max_results": "320"}
+        await peer.get(http, interval, params)
+
     async def many_sampled(http: aiohttp.ClientSession, i: int) -> None:
         params = [("run_ids", r) for r in data.many_runs] + [("metric_key", dataset.HISTORY_KEY)]
         await peer.get(http, interval, params)
@@ -65,7 +69,8 @@ def w6_kinds(peer: Peer, data: dataset.HistoryData) -> dict[str, tuple[Call, int
     kinds: dict[str, tuple[Call, int]] = {
         "full_history_long": (full, 0),
         "step_window_long": (window, 1),
-        "sampled_long": (sampled, 1),
+        "sampled_long": (sampled, 1),  # the default: 2,500 points
+        "sampled_long_320": (sampled_320, 1),  # a chart's worth
     }
     if data.many_runs:
         kinds["sampled_many_runs"] = (many_sampled, 1)
