@@ -30,7 +30,7 @@ from projector.store_lineage import lock_lineage, recompute_lineage
 from projector.store_values import columns as _columns
 from projector.store_values import write_values
 
-__all__ = ["PgStore"]
+__all__ = ["NO_JIT", "PgStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -140,13 +140,18 @@ _APPLIED_BEFORE = """
 SELECT event_id FROM projector_applied_events WHERE event_id = ANY($1::text[])
 """
 
+# PostgreSQL compiles a statement whose estimated cost passes jit_above_cost (100k by default):
+# 35 ms of compiling for a lineage step that runs in under a millisecond, and as much on top of
+# many searches. Every statement of ours is a short one, so sessions run without JIT.
+NO_JIT = {"jit": "off"}
+
 # Failures a fresh transaction can get past: retried here a few times, then surfaced as
 # StoreUnavailableError for the consumer to retry with backoff.
 # A member frozen inside its transaction (SIGSTOP, a long GC pause) would hold its offset rows
 # and the lineage lock, stalling the member that took its partitions over. PostgreSQL ends
 # such a session well within Kafka's session timeout; the zombie then fails, retries and is
 # fenced by the offset compare-and-set. A live batch is never idle in a transaction this long.
-_SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "5000"}
+_SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "5000", **NO_JIT}
 
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,

@@ -18,6 +18,7 @@ from ingest.registry import Registry
 from ingest.topics import MAX_RECORD_BYTES
 from projector.consumer import Projector
 from projector.stats import render_prometheus
+from projector.store import NO_JIT
 from services.config import Settings
 from services.http import mlflow_errors
 
@@ -44,7 +45,7 @@ async def open_pool(dsn: str, schema: str, *, max_size: int = 20) -> asyncpg.Poo
         dsn,
         min_size=1,
         max_size=max_size,
-        server_settings={"search_path": schema},
+        server_settings={"search_path": schema, **NO_JIT},
         command_timeout=60,
     )
     return pool

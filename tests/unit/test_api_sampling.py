@@ -99,7 +99,7 @@ def test_probes_find_exactly_the_points_the_rule_keeps(
     assert found == [inside[i] for i in sample_indices(len(inside), max_results)]
 
 
-def test_choose_level_weighs_blocks_read_against_entries_skipped() -> None:
+def test_choose_level_weighs_blocks_read_against_probes_and_reading_everything() -> None:
     # 1M points, a point per step: 2,500 kept points are cheapest found from 16-step blocks,
     # 320 from 256-step blocks; steps 1000 apart make the finer levels a block per point.
     dense = {level: max(1, 1_000_000 >> level) for level in LEVELS}
@@ -107,3 +107,8 @@ def test_choose_level_weighs_blocks_read_against_entries_skipped() -> None:
     assert choose_level(dense, 1_000_000, 320) == 8
     sparse = {level: min(1_000_000, 1_000_000_000 >> level) for level in LEVELS}
     assert choose_level(sparse, 1_000_000, 2500) == 16
+    # Keeping a quarter of 10k points, or any share of a short series: read it whole
+    ten_k = {level: max(1, 10_000 >> level) for level in LEVELS}
+    assert choose_level(ten_k, 10_000, 2500) is None
+    assert choose_level(ten_k, 10_000, 320) is not None
+    assert choose_level(dict.fromkeys(LEVELS, 1), 3, 2500) is None
