@@ -84,3 +84,23 @@ async def measure(
         "errors": len(errors),
         **({"first_error": errors[0]} if errors else {}),
     }
+
+
+def _cpu_times() -> tuple[int, int]:
+    """Return (idle, total) jiffies of all CPUs since boot (Linux /proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def wait_quiet(idle_share: float = 0.8, window_s: float = 1.0, deadline_s: float = 60.0) -> float:
+    """Wait until the machine's CPUs were `idle_share` idle over a window (the servers just
+    started have finished starting); return the seconds waited. Gives up at the deadline."""
+    began = time.monotonic()
+    while time.monotonic() - began < deadline_s:
+        idle0, total0 = _cpu_times()
+        time.sleep(window_s)
+        idle1, total1 = _cpu_times()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= idle_share:
+            break
+    return round(time.monotonic() - began, 1)
