@@ -16,7 +16,7 @@ with an index scan that skips that many entries. The level is the one that costs
 blocks, plus per kept position an index descent and half a block's points skipped; a series
 for which reading every point costs less (a short one, or one keeping a large share of its
 points) is read whole. A 1M-point series with a point per step samples 2,500 points by reading
-62,500 block counts and skipping 8 entries per point, instead of numbering a million points.
+15,625 block counts and skipping 32 entries per point, instead of numbering a million points.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from api.schemas import MetricWithRunId, wire_double
 
 __all__ = ["LEVELS", "Probe", "choose_level", "locate", "sample", "sample_indices"]
 
-LEVELS = (4, 8, 12, 16, 20, 24)  # as migration 0008 counts them
+LEVELS = (6, 10, 14, 18, 22, 26)  # as migration 0008 counts them
 
 
 def sample_indices(total: int, max_results: int) -> list[int]:

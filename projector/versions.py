@@ -130,14 +130,14 @@ _CLEAR_BLOCKS = "TRUNCATE {schema}.metric_blocks, {schema}.metric_levels"
 # The finest level from the points (in the key's order), the coarser ones from it.
 _COUNT_FINEST_BLOCKS = """
 INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
-SELECT run_id, key, 4, step >> 4, count(*) FROM {schema}.metrics GROUP BY run_id, key, step >> 4
+SELECT run_id, key, 6, step >> 6, count(*) FROM {schema}.metrics GROUP BY run_id, key, step >> 6
 """
 _COUNT_COARSER_BLOCKS = """
 INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
-SELECT b.run_id, b.key, l.level, b.block >> (l.level - 4), sum(b.points)
+SELECT b.run_id, b.key, l.level, b.block >> (l.level - 6), sum(b.points)
 FROM {schema}.metric_blocks AS b
-CROSS JOIN unnest('{{8,12,16,20,24}}'::smallint[]) AS l(level)
-WHERE b.level = 4
+CROSS JOIN unnest('{{10,14,18,22,26}}'::smallint[]) AS l(level)
+WHERE b.level = 6
 GROUP BY 1, 2, 3, 4
 """
 _COUNT_LEVELS = """

@@ -6,7 +6,7 @@
 CREATE TABLE metric_blocks (
     run_id text     NOT NULL,
     key    text     NOT NULL,
-    level  smallint NOT NULL,                     -- 4, 8, 12, 16, 20 or 24: a block is 2^level steps
+    level  smallint NOT NULL,                     -- 6, 10, 14, 18, 22 or 26: a block is 2^level steps
     block  bigint   NOT NULL,                     -- step >> level
     points bigint   NOT NULL,
     -- points in the key too: a sample reads tens of thousands of counts in an index-only scan
@@ -29,10 +29,14 @@ CREATE TABLE metric_levels (
 CREATE FUNCTION count_metric_blocks() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
     EXECUTE format($sql$
-        WITH added AS (
-            SELECT p.run_id, p.key, l.level, p.step >> l.level AS block, count(*) AS points
-            FROM new_points AS p
-            CROSS JOIN unnest('{4,8,12,16,20,24}'::smallint[]) AS l(level)
+        WITH finest AS (
+            SELECT run_id, key, step >> 6 AS block, count(*) AS points
+            FROM new_points GROUP BY 1, 2, 3
+        ), added AS (
+            SELECT run_id, key, 6::smallint AS level, block, points FROM finest
+          UNION ALL
+            SELECT f.run_id, f.key, l.level, f.block >> (l.level - 6), sum(f.points)
+            FROM finest AS f CROSS JOIN unnest('{10,14,18,22,26}'::smallint[]) AS l(level)
             GROUP BY 1, 2, 3, 4
         ), per_level AS (
             SELECT a.run_id, a.key, a.level,
@@ -62,12 +66,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION count_metric_blocks();
 
 -- The points stored before this migration: the finest level from the points, the others from it.
 INSERT INTO metric_blocks (run_id, key, level, block, points)
-SELECT run_id, key, 4, step >> 4, count(*) FROM metrics GROUP BY run_id, key, step >> 4;
+SELECT run_id, key, 6, step >> 6, count(*) FROM metrics GROUP BY run_id, key, step >> 6;
 
 INSERT INTO metric_blocks (run_id, key, level, block, points)
-SELECT b.run_id, b.key, l.level, b.block >> (l.level - 4), sum(b.points)
-FROM metric_blocks AS b CROSS JOIN unnest('{8,12,16,20,24}'::smallint[]) AS l(level)
-WHERE b.level = 4
+SELECT b.run_id, b.key, l.level, b.block >> (l.level - 6), sum(b.points)
+FROM metric_blocks AS b CROSS JOIN unnest('{10,14,18,22,26}'::smallint[]) AS l(level)
+WHERE b.level = 6
 GROUP BY 1, 2, 3, 4;
 
 INSERT INTO metric_levels (run_id, key, level, blocks, points)

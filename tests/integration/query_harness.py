@@ -217,7 +217,7 @@ async def set_projected(db: asyncpg.Connection, topic: str, offsets: Mapping[int
 _BLOCK_MISCOUNTS = """
 WITH recount AS (
     SELECT run_id, key, l.level, step >> l.level AS block, count(*) AS points
-    FROM metrics CROSS JOIN unnest('{4,8,12,16,20,24}'::smallint[]) AS l(level)
+    FROM metrics CROSS JOIN unnest('{6,10,14,18,22,26}'::smallint[]) AS l(level)
     GROUP BY 1, 2, 3, 4
 ), levels AS (
     SELECT run_id, key, level, count(*) AS blocks, sum(points) AS points FROM recount

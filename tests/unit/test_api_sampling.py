@@ -100,13 +100,16 @@ def test_probes_find_exactly_the_points_the_rule_keeps(
 
 
 def test_choose_level_weighs_blocks_read_against_probes_and_reading_everything() -> None:
-    # 1M points, a point per step: 2,500 kept points are cheapest found from 16-step blocks,
-    # 320 from 256-step blocks; steps 1000 apart make the finer levels a block per point.
+    # A point per step: 1M points are cheapest sampled from 64-step blocks; for 100M points,
+    # 320 kept points come from 1024-step blocks. Steps 1000 apart make the finer levels a
+    # block per point.
     dense = {level: max(1, 1_000_000 >> level) for level in LEVELS}
-    assert choose_level(dense, 1_000_000, 2500) == 4
-    assert choose_level(dense, 1_000_000, 320) == 8
+    assert choose_level(dense, 1_000_000, 2500) == 6
+    assert choose_level(dense, 1_000_000, 320) == 6
+    huge = {level: max(1, 100_000_000 >> level) for level in LEVELS}
+    assert choose_level(huge, 100_000_000, 320) == 10
     sparse = {level: min(1_000_000, 1_000_000_000 >> level) for level in LEVELS}
-    assert choose_level(sparse, 1_000_000, 2500) == 16
+    assert choose_level(sparse, 1_000_000, 2500) == 14
     # Keeping a quarter of 10k points, or any share of a short series: read it whole
     ten_k = {level: max(1, 10_000 >> level) for level in LEVELS}
     assert choose_level(ten_k, 10_000, 2500) is None
