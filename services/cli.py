@@ -18,6 +18,7 @@ from deploy.local.process import StackError
 from deploy.local.stack import LocalStack
 from ingest.errors import MlflowError, UnavailableError
 from ingest.topics import ensure_topics
+from projector import versions
 from projector.versions import stored_offsets
 from services import logging as rs_logging
 from services.config import ConfigError, Settings
@@ -62,6 +63,12 @@ async def apply_migrations(settings: Settings) -> list[str]:
         for attr, package in SCHEMA_PACKAGES:
             schema = getattr(settings, attr)
             applied += [f"{schema}.{name}" for name in await migrate(conn, schema, load(package))]
+        # The versions the API can read (as-of) or a rollback can bring back (prev) keep the
+        # live one's tables; a rebuild in progress (next) migrates itself when it resumes.
+        for version in await versions.list_versions(conn, settings.read_schema, settings.topic):
+            if version.role in ("prev", "as_of"):
+                names = await migrate(conn, version.schema, load("projector"))
+                applied += [f"{version.schema}.{name}" for name in names]
         return applied
     finally:
         await conn.close()

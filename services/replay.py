@@ -344,6 +344,8 @@ async def rollback(settings: Settings, options: ReplayOptions) -> dict[str, Any]
         async with connection(settings) as conn:
             if not await versions.exists(conn, prev):
                 raise ReplayError(f"there is no {prev} to roll back to")
+            # Kept from before an upgrade, it may lack tables the running code reads
+            await migrate(conn, prev, load("projector"))
         return await _rebuild_and_swap(settings, prev, prev, Progress("rollback"), options)
 
 
