@@ -112,17 +112,18 @@ SELECT run_id, step, ts, value FROM metrics
 WHERE run_id = ANY($1::text[]) AND key = $2 AND step BETWEEN $3 AND $4
 ORDER BY run_id, step, ts, value
 """
-# Per run, in the key's order: no sort, an index-only scan (the counts are in the key).
+# Per run, an index-only scan (the counts are in the key); the ORDER BYs are what array_agg
+# promises to keep, and the scan already delivers that order.
 _BLOCKS = """
 SELECT r.run_id, c.blocks, c.points
 FROM unnest($1::text[], $3::smallint[], $4::bigint[], $5::bigint[]) AS r(run_id, level, lo, hi)
 CROSS JOIN LATERAL (
-    SELECT array_agg(o.block) AS blocks, array_agg(o.points) AS points
+    SELECT array_agg(o.block ORDER BY o.block) AS blocks,
+           array_agg(o.points ORDER BY o.block) AS points
     FROM (
         SELECT b.block, b.points FROM metric_blocks AS b
         WHERE b.run_id = r.run_id AND b.key = $2 AND b.level = r.level
           AND b.block BETWEEN r.lo AND r.hi
-        ORDER BY b.block
     ) AS o
 ) AS c
 WHERE c.blocks IS NOT NULL

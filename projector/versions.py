@@ -36,6 +36,7 @@ __all__ = [
     "as_of_schema",
     "build_indexes",
     "counts_metric_blocks",
+    "defer_block_counts",
     "defer_indexes",
     "describe",
     "description",
@@ -262,6 +263,25 @@ async def defer_indexes(
         described = {**info, "deferred": deferred}
         await describe(conn, schema, described)
     return described
+
+
+async def defer_block_counts(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
+    """Bring a rebuild deferred before the block counts existed (migration 0008 applied to it
+    since) in line: their trigger off and their counts recorded as deferred, so that
+    ``build_indexes`` counts them once from the deduplicated points. Return the description."""
+    async with conn.transaction():
+        info = await description(conn, schema)
+        deferred = info.get("deferred")
+        if not isinstance(deferred, dict) or "metric_blocks" in deferred:
+            return info
+        blocks = await counts_metric_blocks(conn, schema)
+        if blocks:
+            quoted = quote_schema(schema)
+            await conn.execute(_BLOCKS_OFF.format(schema=quoted))
+            await conn.execute(_CLEAR_BLOCKS.format(schema=quoted))
+        info = {**info, "deferred": {**deferred, "metric_blocks": blocks}}
+        await describe(conn, schema, info)
+    return info
 
 
 async def build_indexes(pool: asyncpg.Pool, schema: str, deferred: Mapping[str, Any]) -> None:

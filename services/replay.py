@@ -332,6 +332,8 @@ async def _replay(settings: Settings, options: ReplayOptions, *, restart: bool) 
         if "deferred" not in await versions.description(conn, candidate):
             started = {"role": "next", "started_at": _now_iso()}
             await versions.defer_indexes(conn, candidate, started)
+        else:  # resumed, perhaps deferred by a release that had no block counts yet
+            await versions.defer_block_counts(conn, candidate)
     if resumed:
         log.info("replay_resumed", schema=candidate, offsets=resumed)
     return await _rebuild_and_swap(settings, candidate, keep_as, Progress("replay"), options)

@@ -488,26 +488,7 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
             "name": "metrics_pkey",
             "columns": "(run_id, key, step, ts, value)",
         }
-        run_id = "r" * 32
-        started = RunStarted(
-            event_id="e0",
-            at=1,
-            run_id=run_id,
-            experiment_id="0",
-            run_name="r",
-            user_id="u",
-            start_time=1,
-            artifact_uri="file:///a",
-        )
-
-        def point(n: int) -> MetricLogged:
-            return MetricLogged(
-                event_id=f"e{n}", at=1, run_id=run_id, key="loss", value=0.5, timestamp=10, step=3
-            )
-
-        # Two batches: the second's copy of the point is not above the stored latest.
-        await store.apply(fold([started, point(1)], set()), [OffsetMove("t", 0, None, 2)])
-        await store.apply(fold([point(2)], set()), [OffsetMove("t", 0, 2, 3)])
+        await _fold_a_point_twice(store)
         count = f"SELECT count(*) FROM {quote_schema(schema)}.metrics"
         assert await conn.fetchval(count) == 2
 
@@ -539,6 +520,64 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
         finally:
             await builders.close()
         assert await index_names(stack, schema) == before
+    finally:
+        await store.close()
+        await conn.close()
+
+
+async def _fold_a_point_twice(store: PgStore) -> None:
+    """Fold a run and the same point twice, in two batches: the second copy is not above the
+    stored latest, so without the points' key it is let in as a duplicate."""
+    run_id = "r" * 32
+    started = RunStarted(
+        event_id="e0",
+        at=1,
+        run_id=run_id,
+        experiment_id="0",
+        run_name="r",
+        user_id="u",
+        start_time=1,
+        artifact_uri="file:///a",
+    )
+
+    def point(n: int) -> MetricLogged:
+        return MetricLogged(
+            event_id=f"e{n}", at=1, run_id=run_id, key="loss", value=0.5, timestamp=10, step=3
+        )
+
+    await store.apply(fold([started, point(1)], set()), [OffsetMove("t", 0, None, 2)])
+    await store.apply(fold([point(2)], set()), [OffsetMove("t", 0, 2, 3)])
+
+
+async def test_a_rebuild_deferred_before_block_counts_existed_counts_them_once_resumed(
+    stack: Settings, schema_factory: Any
+) -> None:
+    schema = await schema_factory("projector")
+    quoted = quote_schema(schema)
+    conn = await asyncpg.connect(stack.database_url)
+    store = await PgStore.open(stack.database_url, schema)
+    try:
+        described = await versions.defer_indexes(conn, schema, {"role": "next"})
+        # As a release without block counts deferred it, then migration 0008 ran on resume:
+        # nothing recorded about the counts, and their trigger on, counting duplicates too.
+        older = {k: v for k, v in described["deferred"].items() if k != "metric_blocks"}
+        await versions.describe(conn, schema, {**described, "deferred": older})
+        await conn.execute(f"ALTER TABLE {quoted}.metrics ENABLE TRIGGER metric_blocks_count")
+        await _fold_a_point_twice(store)
+
+        info = await versions.defer_block_counts(conn, schema)
+        assert info["deferred"]["metric_blocks"] is True
+        assert not await versions.counts_metric_blocks(conn, schema)
+        builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
+        try:
+            await versions.build_indexes(builders, schema, info["deferred"])
+        finally:
+            await builders.close()
+
+        assert await versions.counts_metric_blocks(conn, schema)
+        await conn.execute(f"SET search_path TO {quoted}")
+        assert await block_miscounts(conn) == []
+        assert await conn.fetchval("SELECT points FROM metric_levels WHERE level = 6") == 1
     finally:
         await store.close()
         await conn.close()
