@@ -106,15 +106,14 @@ async def lock_lineage(conn: asyncpg.Connection) -> None:
 # The planner cannot estimate a recursive CTE and guessed hundreds of rows for one new run, so it
 # hashed the whole runs table twice: 110 ms per RunStarted on 100k runs, which every read after
 # a run's creation waited for. The sets this statement walks are a batch's runs and their
-# descendants, each step an index lookup (runs_pkey, runs_parent), so nested loops it is.
+# descendants, each step an index lookup (runs_pkey, runs_parent), so nested loops it is. The
+# settings last until the batch's transaction ends; this statement is its last write.
 _NESTED_LOOPS_ONLY = (
     "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
-_PLANNER_DEFAULTS = "RESET enable_hashjoin; RESET enable_mergejoin"
 
 
 async def recompute_lineage(conn: asyncpg.Connection, run_ids: Sequence[str]) -> None:
     """Recompute lineage of these runs and their descendants (after the batch's run writes)."""
     await conn.execute(_NESTED_LOOPS_ONLY)
     await conn.execute(_LINEAGE, list(run_ids), DERIVED_ROOT_TAG)
-    await conn.execute(_PLANNER_DEFAULTS)

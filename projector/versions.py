@@ -128,23 +128,8 @@ WHERE n.nspname = $1 AND t.relname = 'metrics' AND tg.tgname = $2
 # not conflict with the ACCESS SHARE a waiting insert may already hold.
 _HOLD_METRICS_WRITES = "LOCK TABLE {schema}.metrics IN SHARE ROW EXCLUSIVE MODE"
 _CLEAR_BLOCKS = "TRUNCATE {schema}.metric_blocks, {schema}.metric_levels"
-# The finest level from the points (in the key's order), the coarser ones from it.
-_COUNT_FINEST_BLOCKS = """
-INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
-SELECT run_id, key, 6, step >> 6, count(*) FROM {schema}.metrics GROUP BY run_id, key, step >> 6
-"""
-_COUNT_COARSER_BLOCKS = """
-INSERT INTO {schema}.metric_blocks (run_id, key, level, block, points)
-SELECT b.run_id, b.key, l.level, b.block >> (l.level - 6), sum(b.points)
-FROM {schema}.metric_blocks AS b
-CROSS JOIN unnest('{{10,14,18,22,26}}'::smallint[]) AS l(level)
-WHERE b.level = 6
-GROUP BY 1, 2, 3, 4
-"""
-_COUNT_LEVELS = """
-INSERT INTO {schema}.metric_levels (run_id, key, level, blocks, points)
-SELECT run_id, key, level, count(*), sum(points) FROM {schema}.metric_blocks GROUP BY 1, 2, 3
-"""
+# Defined by migration 0008 in each schema, beside the trigger it stands in for.
+_RECOUNT_BLOCKS = "SELECT {schema}.recount_metric_blocks($1)"
 _TABLES = """
 SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1
@@ -355,9 +340,7 @@ async def _count_metric_blocks(pool: asyncpg.Pool, schema: str) -> None:
         await conn.execute(_HOLD_METRICS_WRITES.format(schema=quoted))
         if await counts_metric_blocks(conn, schema):
             return  # counted before an interruption
-        await conn.execute(_CLEAR_BLOCKS.format(schema=quoted))
-        for statement in (_COUNT_FINEST_BLOCKS, _COUNT_COARSER_BLOCKS, _COUNT_LEVELS):
-            await conn.execute(statement.format(schema=quoted))
+        await conn.execute(_RECOUNT_BLOCKS.format(schema=quoted), schema)
         await conn.execute(_BLOCKS_ON.format(schema=quoted))
 
 

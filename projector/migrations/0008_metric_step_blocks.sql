@@ -64,15 +64,28 @@ CREATE TRIGGER metric_blocks_count AFTER INSERT ON metrics
 REFERENCING NEW TABLE AS new_points
 FOR EACH STATEMENT EXECUTE FUNCTION count_metric_blocks();
 
--- The points stored before this migration: the finest level from the points, the others from it.
-INSERT INTO metric_blocks (run_id, key, level, block, points)
-SELECT run_id, key, 6, step >> 6, count(*) FROM metrics GROUP BY run_id, key, step >> 6;
+-- Counts every point of a schema again from scratch: the points stored before this migration,
+-- and a replay's rebuild, which switches the trigger off while it folds (projector/versions.py).
+-- The finest level comes from the points, the coarser ones from it.
+CREATE FUNCTION recount_metric_blocks(target text) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format('TRUNCATE %1$I.metric_blocks, %1$I.metric_levels', target);
+    EXECUTE format($sql$
+        INSERT INTO %1$I.metric_blocks (run_id, key, level, block, points)
+        SELECT run_id, key, 6, step >> 6, count(*) FROM %1$I.metrics GROUP BY run_id, key, step >> 6
+    $sql$, target);
+    EXECUTE format($sql$
+        INSERT INTO %1$I.metric_blocks (run_id, key, level, block, points)
+        SELECT b.run_id, b.key, l.level, b.block >> (l.level - 6), sum(b.points)
+        FROM %1$I.metric_blocks AS b CROSS JOIN unnest('{10,14,18,22,26}'::smallint[]) AS l(level)
+        WHERE b.level = 6
+        GROUP BY 1, 2, 3, 4
+    $sql$, target);
+    EXECUTE format($sql$
+        INSERT INTO %1$I.metric_levels (run_id, key, level, blocks, points)
+        SELECT run_id, key, level, count(*), sum(points) FROM %1$I.metric_blocks GROUP BY 1, 2, 3
+    $sql$, target);
+END
+$fn$;
 
-INSERT INTO metric_blocks (run_id, key, level, block, points)
-SELECT b.run_id, b.key, l.level, b.block >> (l.level - 6), sum(b.points)
-FROM metric_blocks AS b CROSS JOIN unnest('{10,14,18,22,26}'::smallint[]) AS l(level)
-WHERE b.level = 6
-GROUP BY 1, 2, 3, 4;
-
-INSERT INTO metric_levels (run_id, key, level, blocks, points)
-SELECT run_id, key, level, count(*), sum(points) FROM metric_blocks GROUP BY 1, 2, 3;
+SELECT recount_metric_blocks(current_schema());

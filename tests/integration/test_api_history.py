@@ -291,21 +291,6 @@ async def test_sql_sampling_equals_the_reference_rule(api: QueryHarness) -> None
             assert got == expected, (total, cap)
 
 
-async def _insert_points(
-    db: asyncpg.Connection, run_id: str, points: list[tuple[int, int, float]]
-) -> None:
-    # One statement, as the projector's batches are: the counting trigger sees them together
-    await db.execute(
-        "INSERT INTO metrics (run_id, key, step, ts, value) "
-        "SELECT $1, 'loss', s, t, v FROM unnest($2::bigint[], $3::bigint[], $4::float8[]) "
-        "AS p(s, t, v) ON CONFLICT DO NOTHING",
-        run_id,
-        [p[0] for p in points],
-        [p[1] for p in points],
-        [p[2] for p in points],
-    )
-
-
 async def test_block_counted_sampling_equals_the_reference_rule(api: QueryHarness) -> None:
     # Series above the size read whole, so the block counts find the points: steps repeated
     # (ties broken by timestamp and value) and negative, and steps 100,000 apart.
@@ -321,7 +306,7 @@ async def test_block_counted_sampling_equals_the_reference_rule(api: QueryHarnes
         await add_run(api.db, run_id)
         # in overlapping batches: a point inserted twice is stored and counted once
         for first in range(0, len(points), 4000):
-            await _insert_points(api.db, run_id, points[max(0, first - 500) : first + 4000])
+            await add_points(api.db, run_id, "loss", points[max(0, first - 500) : first + 4000])
     assert await block_miscounts(api.db) == []
     windows = [None, (-10, 10), (100, 5000), (-3000, -2990), (-250_000_000, 0), (9001, 10**12)]
     for run_id, points in series.items():

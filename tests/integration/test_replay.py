@@ -8,6 +8,7 @@ fold-equivalence: each version, at the offsets it stands at, equals the in-memor
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -331,10 +332,7 @@ async def test_an_interrupted_replay_resumes_where_it_stopped(served: Served, lo
 async def test_as_of_builds_the_state_of_a_moment_and_the_api_reads_it(served: Served) -> None:
     settings = served.settings
     async with aiohttp.ClientSession() as http:
-
-        async def post(path: str, body: dict[str, Any]) -> Any:
-            return await ok(http, served.url, path, body)
-
+        post = functools.partial(ok, http, served.url)
         exp = (await post("experiments/create", {"name": f"asof-{uuid.uuid4()}"}))["experiment_id"]
         early = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
         await post("runs/set-tag", {"run_id": early, "key": "phase", "value": "early"})
@@ -430,10 +428,7 @@ async def test_a_replay_of_retried_and_out_of_order_points_keeps_each_point_once
 ) -> None:
     settings = served.settings
     async with aiohttp.ClientSession() as http:
-
-        async def post(path: str, body: dict[str, Any]) -> Any:
-            return await ok(http, served.url, path, body)
-
+        post = functools.partial(ok, http, served.url)
         exp = (await post("experiments/create", {"name": f"dups-{uuid.uuid4()}"}))["experiment_id"]
         run_id = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
         point = {"key": "loss", "value": 0.5, "timestamp": 10, "step": 3}
