@@ -22,6 +22,8 @@ async def test_api_gateway_and_projector_sessions_run_without_jit(
     pool = await open_pool(stack.database_url, schema, max_size=1)
     try:
         assert await pool.fetchval("SHOW jit") == "off"
+        # parallel workers only add CPU when many requests already share the cores
+        assert await pool.fetchval("SHOW max_parallel_workers_per_gather") == "0"
     finally:
         await pool.close()
     async with await PgStore.open(stack.database_url, schema) as store:
