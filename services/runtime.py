@@ -39,11 +39,8 @@ async def _health(_: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-# Each request's statements run serially. Under the 8 clients of W5 on 2 cores, the parallel
-# workers PostgreSQL starts for a 50 ms search only add CPU to a machine that is already busy:
-# the param+metric search went from p50/p99 341/565 ms to 195/300 ms without them, and from
-# 54 to 44 ms at one client. A request's latency comes from many requests sharing the cores,
-# not from one query that a second core could shorten.
+# Each request's statements run serially: with many clients sharing few cores, the parallel
+# workers PostgreSQL starts for a search only add CPU to busy cores (figures in the README).
 SERIAL_PLANS = {"max_parallel_workers_per_gather": "0"}
 
 

@@ -13,7 +13,7 @@ from services.runtime import open_pool
 pytestmark = pytest.mark.integration
 
 
-async def test_api_gateway_and_projector_sessions_run_without_jit(
+async def test_sessions_run_without_jit_and_the_pools_without_parallel_workers(
     stack: Settings, schema_factory: Any
 ) -> None:
     # A JIT-compiled lineage step or search costs tens of milliseconds of compiling for a
