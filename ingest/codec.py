@@ -94,8 +94,8 @@ def decode_record(data: bytes) -> list[Event]:
                 # A memoryview slice: the payload is not copied before msgspec reads it.
                 return _DECODER.decode(view[1:])
             except ValueError as exc:
-                # msgspec.DecodeError is a ValueError; so is the UnicodeDecodeError msgspec lets
-                # through for a string that is not valid UTF-8.
+                # msgspec.DecodeError is a ValueError; so is the UnicodeDecodeError msgspec
+                # before 0.23 let through for a string that is not valid UTF-8.
                 raise DecodeError(f"malformed v{version} record: {exc}") from exc
             except RecursionError as exc:
                 # msgspec recurses while skipping unknown nested values; garbage can nest deep.
