@@ -178,8 +178,9 @@ def _keyed(pred: Predicate, table: str, link: str, bind: _Binder) -> str:
     else:
         value = bind(pred.value, "text")
         if pred.op == "=" and table in _PREFIX_INDEXED:
-            # the (key, left(value, 200)) index of migration 0003 serves only this spelling
-            conditions.append(f"left(k.value, {_PREFIX}) = left({value}, {_PREFIX})")
+            # the (key, value_prefix) index of migration 0009 serves this spelling; the column
+            # is the value's first 200 characters
+            conditions.append(f"k.value_prefix = left({value}, {_PREFIX})")
             if len(pred.value) < _PREFIX:
                 # A value of fewer than 200 characters equals its own prefix, and a longer
                 # stored value has a 200-character prefix, so the prefix test alone decides.

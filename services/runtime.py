@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import asyncpg
@@ -44,14 +46,33 @@ async def _health(_: web.Request) -> web.Response:
 SERIAL_PLANS = {"max_parallel_workers_per_gather": "0"}
 
 
-async def open_pool(dsn: str, schema: str, *, max_size: int = 20) -> asyncpg.Pool:
-    """Return a connection pool whose search_path is `schema`, without JIT or parallel plans."""
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Leave a released connection's session as it is.
+
+    asyncpg ends an open transaction itself; by default it then sends a reset (unlock advisory
+    locks, close cursors, UNLISTEN, RESET ALL), a round trip on every release. The API's and
+    gateway's sessions keep none of those: their settings are LOCAL to a transaction, they take
+    no session locks or cursors, and the read barrier unlistens before it releases.
+    """
+
+
+async def open_pool(
+    dsn: str,
+    schema: str,
+    *,
+    max_size: int = 20,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """Return a connection pool whose search_path is `schema`, without JIT or parallel plans;
+    `init` runs on each new connection."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=max_size,
         server_settings={"search_path": schema, **NO_JIT, **SERIAL_PLANS},
         command_timeout=60,
+        init=init,
+        reset=_keep_session,
     )
     return pool
 
@@ -134,6 +155,17 @@ async def start_api(settings: Settings, stack: AsyncExitStack) -> QueryApi:
     )
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive now out of the cyclic collector's reach.
+
+    What exists once the roles are up (modules, pools, routes: ~55k objects) lives as long as
+    the process, yet every full collection walked it: 50-80 ms pauses, a few times a minute
+    under load, which were most of a search's p99 at 8 clients (figures in the README).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def new_app() -> web.Application:
     """Return an application with the health route and MLflow-shaped errors."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[mlflow_errors])
@@ -170,6 +202,7 @@ async def run_roles(settings: Settings, roles: frozenset[str], *, shutdown_s: fl
             reuse_port=settings.reuse_port,
         )
         await site.start()
+        freeze_startup_objects()
         log.info("serving", roles=sorted(roles), url=settings.tracking_uri)
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.barrier import ReadBarrier
 from api.routes import QueryApi
 from services.config import Settings
-from services.runtime import new_app
+from services.runtime import new_app, open_pool
 
 MLFLOW = "/api/2.0/mlflow"
 AJAX = "/ajax-api/2.0/mlflow"
@@ -83,13 +83,8 @@ async def query_api(
         conn.add_query_logger(lambda logged: ran.append(logged.query))
 
     async with AsyncExitStack() as stack:
-        pool = await asyncpg.create_pool(
-            settings.database_url,
-            min_size=1,
-            max_size=8,
-            server_settings={"search_path": schema},
-            init=record_queries,
-        )
+        # the services' own pool: its session settings, and no reset round trip on release
+        pool = await open_pool(settings.database_url, schema, max_size=8, init=record_queries)
         stack.push_async_callback(pool.close)
         barrier = ReadBarrier(pool, settings.kafka_bootstrap, topic, PARTITIONS, **barrier_options)
         await stack.enter_async_context(barrier)
