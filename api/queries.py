@@ -111,6 +111,8 @@ LIMIT $3::bigint
 """
 
 
+_CACHED_PLANS = "SET LOCAL plan_cache_mode = auto"
+
 _input_tags = msgspec.json.Decoder(list[KeyValue]).decode
 _NO_OUTPUTS = RunOutputs()
 
@@ -228,8 +230,13 @@ async def runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
 
 
 async def search_ids(conn: asyncpg.Connection, plan: SearchPlan) -> tuple[list[Any], str | None]:
-    """Run a compiled search; return one page of ids and the next page's token."""
+    """Run a compiled search; return one page of ids and the next page's token.
+
+    The caller's transaction plans statements for their values (`routes`): what follows the
+    search fetches rows by id, for which a cached plan is as good, and planning the page's
+    statements anew each time cost more than the search (1.2 ms of 2 a page)."""
     rows = await conn.fetch(plan.sql, *plan.args)
+    await conn.execute(_CACHED_PLANS)
     return plan.page([row[0] for row in rows])
 
 

@@ -48,20 +48,19 @@ def w6_kinds(peer: Peer, data: dataset.HistoryData) -> dict[str, tuple[Call, int
             "end_step": str(start + 999),
             "max_results": "1000",
         }
-        await peer.get(http, interval, params)
+        await peer.fetch(http, interval, params=params)
 
     async def sampled(http: aiohttp.ClientSession, i: int) -> None:
-        await peer.get(
-            http, interval, {"run_ids": data.long_run, "metric_key": dataset.HISTORY_KEY}
-        )
+        params = {"run_ids": data.long_run, "metric_key": dataset.HISTORY_KEY}
+        await peer.fetch(http, interval, params=params)
 
     async def sampled_320(http: aiohttp.ClientSession, i: int) -> None:
         params = {"run_ids": data.long_run, "metric_key": dataset.HISTORY_KEY, "max_results": "320"}
-        await peer.get(http, interval, params)
+        await peer.fetch(http, interval, params=params)
 
     async def many_sampled(http: aiohttp.ClientSession, i: int) -> None:
         params = [("run_ids", r) for r in data.many_runs] + [("metric_key", dataset.HISTORY_KEY)]
-        await peer.get(http, interval, params)
+        await peer.fetch(http, interval, params=params)
 
     async def many_full(http: aiohttp.ClientSession, i: int) -> None:
         await full_history(peer, http, data.many_runs[i % len(data.many_runs)])

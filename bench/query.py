@@ -118,7 +118,7 @@ async def w5(
                 async def call(
                     http: aiohttp.ClientSession, i: int, body: Any = body, peer: Peer = peer
                 ) -> None:
-                    await peer.search(http, body(i))
+                    await peer.fetch(http, "runs/search", body=body(i))
 
                 requests = args.requests * (1 if clients == 1 else 2)
                 fig = await measure(call, clients, requests, args.seconds)

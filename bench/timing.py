@@ -34,17 +34,37 @@ class Peer:
 
     async def search(self, http: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
         async with http.post(f"{self.base}/runs/search", json=body, headers=self.headers) as resp:
-            text = await resp.text()
-            if resp.status != 200:
-                raise RuntimeError(f"runs/search {resp.status}: {text[:200]}")
-            return json.loads(text) if text else {}
+            return _answer(resp.status, await resp.read(), "runs/search")
 
     async def get(self, http: aiohttp.ClientSession, path: str, params: Any) -> dict[str, Any]:
         async with http.get(f"{self.base}/{path}", params=params, headers=self.headers) as resp:
-            text = await resp.text()
+            return _answer(resp.status, await resp.read(), path)
+
+    async def fetch(
+        self, http: aiohttp.ClientSession, path: str, *, params: Any = None, body: Any = None
+    ) -> int:
+        """GET (or POST `body` to) a path and read the whole answer; return its size.
+
+        For the timed loops: the load generator shares the machine with the peers, and parsing
+        every answer it discards took a quarter of the CPU a search page cost (it parsed
+        ~100 KB of JSON), CPU both peers' requests then waited for."""
+        url = f"{self.base}/{path}"
+        if body is None:
+            request = http.get(url, params=params, headers=self.headers)
+        else:
+            request = http.post(url, json=body, headers=self.headers)
+        async with request as resp:
+            data = await resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"{path} {resp.status}: {text[:200]}")
-            return json.loads(text) if text else {}
+                raise RuntimeError(f"{path} {resp.status}: {data[:200]!r}")
+            return len(data)
+
+
+def _answer(status: int, data: bytes, path: str) -> dict[str, Any]:
+    if status != 200:
+        raise RuntimeError(f"{path} {status}: {data[:200]!r}")
+    answer: dict[str, Any] = json.loads(data) if data else {}
+    return answer
 
 
 async def measure(
