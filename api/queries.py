@@ -1,34 +1,29 @@
 """Read MLflow's entities out of the read models, set-based: a constant number of queries a page.
 
-A page of runs costs two queries whatever its size, both over `ANY($1::text[])`: the runs, and
-one for everything else they show (params, tags, latest metrics, dataset and model inputs): each
-round trip saved is CPU saved on both sides when many clients share few cores. Callers run a request's queries in
-one read-only REPEATABLE READ transaction, so a response never mixes two projector batches.
+A page of runs costs two queries whatever its size, both over `ANY($1::text[])`: the runs with
+their documents (params, tags and inputs as JSON, migration 0010), and their latest metrics.
+Callers run a request's queries in one read-only REPEATABLE READ transaction, so a response never
+mixes two projector batches.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from api.schemas import (
-    Dataset,
-    DatasetInput,
     Experiment,
     KeyValue,
     Metric,
     MetricWithRunId,
-    ModelInput,
     Run,
-    RunData,
     RunInfo,
-    RunInputs,
     RunOutputs,
+    run_data,
+    run_inputs,
     wire_double,
 )
 from api.sqlgen import SearchPlan
@@ -57,34 +52,16 @@ _EXPERIMENT_TAGS = """
 SELECT experiment_id, key, value FROM experiment_tags
 WHERE experiment_id = ANY($1::bigint[]) ORDER BY experiment_id, key
 """
+# A run's params, tags and inputs come as the JSON documents PostgreSQL keeps (migration 0010).
 _RUNS = """
 SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri,
-       lifecycle_stage
+       lifecycle_stage, data_doc, inputs_doc
 FROM runs WHERE run_id = ANY($1::text[])
 """
-# Everything else a page of runs shows, in one statement: params (kind 0), tags (1), latest
-# metrics (2), dataset inputs (3: name and digest in key and text, the rest in `extra`) and model
-# inputs (4). Each run's lists come in byte order of their keys, whatever the database's
-# collation; sorting by key alone (not by kind and run first) halves the sort's cost.
-_DETAILS = """
-SELECT * FROM (
-SELECT 0 AS kind, run_id, key, value AS text, NULL::float8 AS number, NULL::bigint AS ts,
-       NULL::bigint AS step, NULL::text[] AS extra
-FROM params WHERE run_id = ANY($1::text[])
-UNION ALL
-SELECT 1, run_id, key, value, NULL, NULL, NULL, NULL FROM tags WHERE run_id = ANY($1::text[])
-UNION ALL
-SELECT 2, run_id, key, NULL, value, ts, step, NULL
-FROM latest_metrics WHERE run_id = ANY($1::text[])
-UNION ALL
-SELECT 3, run_id, name, digest, NULL, NULL, NULL,
-       ARRAY[source_type, source, schema, profile, tags::text]
-FROM run_dataset_inputs WHERE run_id = ANY($1::text[])
-UNION ALL
-SELECT 4, run_id, model_id, NULL, NULL, NULL, NULL, NULL
-FROM run_model_inputs WHERE run_id = ANY($1::text[])
-) AS d
-ORDER BY key COLLATE "C", text COLLATE "C"
+# Each run's list comes in byte order of its keys, whatever the database's collation.
+_LATEST_METRICS = """
+SELECT run_id, key, value, ts, step FROM latest_metrics WHERE run_id = ANY($1::text[])
+ORDER BY key COLLATE "C"
 """
 # MLflow's order (timestamp, step, value), read along metrics_history_order (migration 0005);
 # LIMIT NULL means every row. OFFSET only serves MLflow's offset-only page tokens.
@@ -113,7 +90,6 @@ LIMIT $3::bigint
 
 _CACHED_PLANS = "SET LOCAL plan_cache_mode = auto"
 
-_input_tags = msgspec.json.Decoder(list[KeyValue]).decode
 _NO_OUTPUTS = RunOutputs()
 
 
@@ -172,30 +148,6 @@ def _run_info(row: asyncpg.Record) -> RunInfo:
     )
 
 
-@dataclass(slots=True)
-class _Details:
-    """What a run shows besides its info, gathered from the details rows."""
-
-    params: list[KeyValue] = field(default_factory=list)
-    tags: list[KeyValue] = field(default_factory=list)
-    metrics: list[Metric] = field(default_factory=list)
-    datasets: list[DatasetInput] = field(default_factory=list)
-    models: list[ModelInput] = field(default_factory=list)
-
-
-def _dataset_input(name: str, digest: str, extra: Sequence[str | None]) -> DatasetInput:
-    source_type, source, schema, profile, tags = extra
-    dataset = Dataset(
-        name=name,
-        digest=digest,
-        source_type=source_type or "",
-        source=source or "",
-        schema=schema or None,
-        profile=profile or None,
-    )
-    return DatasetInput(dataset, _input_tags(tags or "[]"))
-
-
 async def runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
     """Return the runs with these ids, in the given order, skipping unknown ids."""
     if not run_ids:
@@ -204,28 +156,18 @@ async def runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
     infos = {row["run_id"]: row for row in await conn.fetch(_RUNS, wanted)}
     if not infos:
         return []
-    details = {run_id: _Details() for run_id in infos}
-    for kind, run_id, key, text, number, ts, step, extra in await conn.fetch(_DETAILS, list(infos)):
-        found = details[run_id]
-        if kind == 0:
-            found.params.append(KeyValue(key, text))
-        elif kind == 1:
-            found.tags.append(KeyValue(key, text))
-        elif kind == 2:
-            found.metrics.append(Metric(key, wire_double(number), ts, step))
-        elif kind == 3:
-            found.datasets.append(_dataset_input(key, text, extra))
-        else:
-            found.models.append(ModelInput(key))
+    metrics: dict[str, list[Metric]] = defaultdict(list)
+    for run_id, key, value, ts, step in await conn.fetch(_LATEST_METRICS, list(infos)):
+        metrics[run_id].append(Metric(key, wire_double(value), ts, step))
     return [
         Run(
-            info=_run_info(infos[run_id]),
-            data=RunData(metrics=d.metrics, params=d.params, tags=d.tags),
-            inputs=RunInputs(dataset_inputs=d.datasets, model_inputs=d.models),
+            info=_run_info(row),
+            data=run_data(metrics.get(run_id, ()), row["data_doc"]),
+            inputs=run_inputs(row["inputs_doc"]),
             outputs=_NO_OUTPUTS,
         )
         for run_id in run_ids
-        if (d := details.get(run_id)) is not None
+        if (row := infos.get(run_id)) is not None
     ]
 
 

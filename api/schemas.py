@@ -9,6 +9,7 @@ These Structs are the API's own and never event types.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import msgspec
 
@@ -16,8 +17,6 @@ __all__ = [
     "BestChild",
     "BestChildrenResponse",
     "BulkHistoryResponse",
-    "Dataset",
-    "DatasetInput",
     "Experiment",
     "ExperimentResponse",
     "KeyValue",
@@ -27,16 +26,15 @@ __all__ = [
     "MetricHistoryResponse",
     "MetricWithRunId",
     "MetricsWithRunIdResponse",
-    "ModelInput",
     "Run",
-    "RunData",
     "RunInfo",
-    "RunInputs",
     "RunOutputs",
     "RunResponse",
     "SearchExperimentsResponse",
     "SearchRunsResponse",
     "encode",
+    "run_data",
+    "run_inputs",
     "wire_double",
 ]
 
@@ -108,55 +106,20 @@ class MetricWithRunId(msgspec.Struct, frozen=True, gc=False):
     run_id: str
 
 
-class RunData(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The latest value of each metric, the params and the tags of a run."""
-
-    metrics: list[Metric] = msgspec.field(default_factory=list)
-    params: list[KeyValue] = msgspec.field(default_factory=list)
-    tags: list[KeyValue] = msgspec.field(default_factory=list)
-
-
-class Dataset(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A dataset as a run's input names it; schema and profile only when set."""
-
-    name: str
-    digest: str
-    source_type: str
-    source: str
-    schema: str | None = None
-    profile: str | None = None
-
-
-class DatasetInput(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A dataset a run consumed, with the input's tags (e.g. mlflow.data.context)."""
-
-    dataset: Dataset
-    tags: list[KeyValue] = msgspec.field(default_factory=list)
-
-
-class ModelInput(msgspec.Struct, frozen=True, gc=False):
-    """A logged model a run consumed."""
-
-    model_id: str
-
-
-class RunInputs(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A run's inputs; `{}` when it has none."""
-
-    dataset_inputs: list[DatasetInput] = msgspec.field(default_factory=list)
-    model_inputs: list[ModelInput] = msgspec.field(default_factory=list)
-
-
 class RunOutputs(msgspec.Struct, frozen=True, omit_defaults=True):
     """A run's outputs; the read models hold none yet, so always `{}`."""
 
 
 class Run(msgspec.Struct, frozen=True):
-    """MLflow's Run: data, inputs and outputs are always present, `{}` when empty."""
+    """MLflow's Run: data, inputs and outputs are always present, `{}` when empty.
+
+    `data` and `inputs` are JSON made by PostgreSQL, the run's documents (migration 0010: its
+    params, tags and inputs in the shapes of MLflow's RunData and RunInputs), with the latest
+    metrics spliced into `data` by `run_data`."""
 
     info: RunInfo
-    data: RunData
-    inputs: RunInputs
+    data: msgspec.Raw
+    inputs: msgspec.Raw
     outputs: RunOutputs
 
 
@@ -258,6 +221,22 @@ class BestChildrenResponse(msgspec.Struct, frozen=True):
 
 
 _encoder = msgspec.json.Encoder()
+_EMPTY = msgspec.Raw(b"{}")
+
+
+def run_data(metrics: Sequence[Metric], document: str | None) -> msgspec.Raw:
+    """Return a run's `data` object: its latest metrics, then its params and tags document."""
+    if not metrics:
+        return msgspec.Raw(b"{%s}" % document.encode()) if document else _EMPTY
+    listed = b'"metrics":' + _encoder.encode(metrics)
+    if document:
+        listed += b"," + document.encode()
+    return msgspec.Raw(b"{%s}" % listed)
+
+
+def run_inputs(document: str | None) -> msgspec.Raw:
+    """Return a run's `inputs` object from its inputs document."""
+    return msgspec.Raw(document.encode()) if document else _EMPTY
 
 
 def encode(message: msgspec.Struct) -> bytes:

@@ -35,6 +35,13 @@ __all__ = ["NO_JIT", "PgStore"]
 log = structlog.get_logger(__name__)
 
 _SET_PATH = "SELECT set_config('search_path', $1, true)"
+# A batch refreshes the documents of the runs it touched once, at its end (migration 0010): the
+# documents' triggers, which refresh them after every statement for other writers, stand aside.
+_BEGIN_BATCH = (
+    "SELECT set_config('search_path', $1, true), "
+    "set_config('runstream.documents', 'deferred', true)"
+)
+_REFRESH_DOCUMENTS = "SELECT refresh_run_documents(current_schema(), $1::text[])"
 # Optional (synchronous_commit=False): rows and offsets commit atomically, so a commit lost in a
 # database crash rolls both back together and the batch is folded again from Kafka.
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
@@ -284,7 +291,7 @@ class PgStore:
                 raise StoreRejectedError(f"PostgreSQL refused the batch: {exc!r}") from exc
 
     async def _apply(self, conn: asyncpg.Connection, ops: Ops, moves: list[OffsetMove]) -> None:
-        await conn.execute(_SET_PATH, self._path)
+        await conn.execute(_BEGIN_BATCH, self._path)
         if not self._synchronous_commit:
             await conn.execute(_ASYNC_COMMIT)
         await _compare_and_set(conn, moves)
@@ -298,8 +305,11 @@ class PgStore:
         await self._experiments(conn, ops)
         await self._runs(conn, ops)
         await write_values(conn, ops, self.schema)
+        documents = _document_runs(ops)
         if ops.lineage:
-            await recompute_lineage(conn, ops.lineage)
+            documents.update(await recompute_lineage(conn, ops.lineage))
+        if documents:
+            await conn.execute(_REFRESH_DOCUMENTS, list(documents))
 
     async def _experiments(self, conn: asyncpg.Connection, ops: Ops) -> None:
         await _experiment_changes(conn, ops.experiment_changes_before)
@@ -366,6 +376,17 @@ class PgStore:
             await _tag_ops(conn, fresh, _TAGS_SET, _TAGS_DELETE)
         await _tag_ops(conn, ops.tags_after, _TAGS_SET, _TAGS_DELETE)
         await _run_changes(conn, ops.run_changes_after)
+
+
+def _document_runs(ops: Ops) -> set[str]:
+    """Return the runs whose params, tags or inputs the ops may change (lineage's tags aside)."""
+    runs = {r.run_id for r in ops.new_runs}
+    runs.update(owner for owner, _, _ in ops.tags_before)
+    runs.update(owner for owner, _, _ in ops.tags_after)
+    runs.update(p.run_id for p in ops.params)
+    runs.update(d.run_id for d in ops.datasets)
+    runs.update(run_id for run_id, _ in ops.model_inputs)
+    return runs
 
 
 async def _compare_and_set(conn: asyncpg.Connection, moves: list[OffsetMove]) -> None:

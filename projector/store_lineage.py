@@ -95,6 +95,7 @@ INSERT INTO tags AS t (run_id, key, value)
 SELECT s.run_id, $2, s.root_run_id FROM resolved AS s
 ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value
     WHERE t.value IS DISTINCT FROM EXCLUDED.value
+RETURNING t.run_id
 """
 
 
@@ -113,7 +114,9 @@ _NESTED_LOOPS_ONLY = (
 )
 
 
-async def recompute_lineage(conn: asyncpg.Connection, run_ids: Sequence[str]) -> None:
-    """Recompute lineage of these runs and their descendants (after the batch's run writes)."""
+async def recompute_lineage(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[str]:
+    """Recompute lineage of these runs and their descendants (after the batch's run writes);
+    return the runs whose mlflow.rootRunId tag it wrote."""
     await conn.execute(_NESTED_LOOPS_ONLY)
-    await conn.execute(_LINEAGE, list(run_ids), DERIVED_ROOT_TAG)
+    rows = await conn.fetch(_LINEAGE, list(run_ids), DERIVED_ROOT_TAG)
+    return [row[0] for row in rows]

@@ -6,6 +6,7 @@ Every SQL statement the API runs is recorded, so tests can count queries per req
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -241,3 +242,62 @@ UNION ALL
 async def block_miscounts(db: asyncpg.Connection) -> list[asyncpg.Record]:
     """Return the stored block and level counts that differ from a recount of the points."""
     return list(await db.fetch(_BLOCK_MISCOUNTS))
+
+
+# --- the run documents (migration 0010), checked against the rows they are made of -----------
+
+_DOCUMENT_ROWS = {
+    "runs": "SELECT run_id, data_doc, inputs_doc FROM runs",
+    "params": "SELECT run_id, key, value FROM params",
+    "tags": "SELECT run_id, key, value FROM tags",
+    "datasets": "SELECT run_id, name, digest, source_type, source, schema, profile, "
+    "tags::text AS tags FROM run_dataset_inputs",
+    "models": "SELECT run_id, model_id FROM run_model_inputs",
+}
+
+
+def _expected_documents(rows: Mapping[str, list[asyncpg.Record]]) -> dict[str, tuple[Any, Any]]:
+    """Build each run's (data, inputs) objects from its rows, as the API's Structs shaped them
+    before the documents existed: lists in byte order of their keys, empty ones left out."""
+
+    def pairs(table: str, run_id: str) -> list[dict[str, str]]:
+        found = sorted((r["key"], r["value"]) for r in rows[table] if r["run_id"] == run_id)
+        return [{"key": k, "value": v} for k, v in found]
+
+    expected = {}
+    for run in rows["runs"]:
+        run_id = run["run_id"]
+        data = {name: pairs(name, run_id) for name in ("params", "tags")}
+        datasets = []
+        for d in sorted(
+            (d for d in rows["datasets"] if d["run_id"] == run_id),
+            key=lambda d: (d["name"].encode(), d["digest"].encode()),
+        ):
+            dataset = {k: d[k] for k in ("name", "digest", "source_type", "source")}
+            dataset |= {k: d[k] for k in ("schema", "profile") if d[k]}
+            tags = json.loads(d["tags"])
+            datasets.append({"dataset": dataset, **({"tags": tags} if tags else {})})
+        models = sorted(m["model_id"] for m in rows["models"] if m["run_id"] == run_id)
+        inputs = {"dataset_inputs": datasets, "model_inputs": [{"model_id": m} for m in models]}
+        expected[run_id] = (
+            {k: v for k, v in data.items() if v},
+            {k: v for k, v in inputs.items() if v},
+        )
+    return expected
+
+
+async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, Any]]:
+    """Return (run id, stored, expected) for every run whose documents differ from its rows."""
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        rows = {name: list(await db.fetch(sql)) for name, sql in _DOCUMENT_ROWS.items()}
+    expected = _expected_documents(rows)
+    wrong = []
+    for run in rows["runs"]:
+        data, inputs = run["data_doc"], run["inputs_doc"]
+        stored = (
+            None if data is None else json.loads("{" + data + "}"),
+            None if inputs is None else json.loads(inputs),
+        )
+        if stored != expected[run["run_id"]]:
+            wrong.append((run["run_id"], stored, expected[run["run_id"]]))
+    return wrong

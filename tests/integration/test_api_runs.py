@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from query_harness import AJAX, QueryHarness, add_experiment, add_points, add_run, query_api
+from query_harness import (
+    AJAX,
+    QueryHarness,
+    add_experiment,
+    add_points,
+    add_run,
+    document_mismatches,
+    query_api,
+)
 
 from services.config import Settings
 
@@ -101,6 +109,30 @@ async def test_get_run_shape(api: QueryHarness) -> None:
             "outputs": {},
         }
     }
+
+
+async def test_documents_follow_every_write_to_the_rows_they_show(api: QueryHarness) -> None:
+    # Orphans first: a param and a tag stored before their run's row (a RunStarted not folded
+    # yet) show once the run exists.
+    await api.db.execute("INSERT INTO params VALUES ('late', 'p', '1')")
+    await api.db.execute("INSERT INTO tags VALUES ('late', 't', 'x')")
+    await add_run(api.db, "late", experiment_id=1, name="late", tags={"drop": "me", 'a"b': "é"})
+    await _with_inputs(api.db, "late")
+    await api.db.execute("UPDATE tags SET value = 'y' WHERE run_id = 'late' AND key = 't'")
+    await api.db.execute("DELETE FROM tags WHERE run_id = 'late' AND key = 'drop'")
+    await api.db.execute("UPDATE params SET value = '2' WHERE run_id = 'late'")
+    await api.db.execute("DELETE FROM run_model_inputs WHERE run_id = 'late'")
+    assert await document_mismatches(api.db) == []
+    run = (await api.get("runs/get", {"run_id": "late"}))["run"]
+    assert run["data"]["params"] == [{"key": "p", "value": "2"}]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]} == {
+        'a"b': "é",
+        "mlflow.rootRunId": "late",
+        "mlflow.runName": "late",
+        "t": "y",
+    }
+    assert "model_inputs" not in run["inputs"]
+    assert run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "train"
 
 
 async def test_running_run_omits_end_time_and_empty_parts(api: QueryHarness) -> None:
@@ -229,7 +261,11 @@ async def test_search_page_of_1000_runs_costs_a_constant_number_of_queries(
         )
         for i in range(1000)
     ]
-    await api.db.copy_records_to_table("runs", records=rows)
+    run_columns = [
+        "run_id", "experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
+        "artifact_uri", "lifecycle_stage", "parent_run_id", "root_run_id", "depth",
+    ]  # fmt: skip
+    await api.db.copy_records_to_table("runs", records=rows, columns=run_columns)
     kv = ["run_id", "key", "value"]  # value_prefix is generated
     await api.db.copy_records_to_table(
         "params", records=[(r[0], k, "v") for r in rows for k in ("a", "b")], columns=kv
@@ -250,6 +286,6 @@ async def test_search_page_of_1000_runs_costs_a_constant_number_of_queries(
 
     await queries_for(1)  # a fresh connection first introspects the types it meets
     one, thousand = await queries_for(1), await queries_for(1000)
-    # BEGIN with the version pin (LOCK runs) and custom plans, search, runs, the rest of
-    # the page (params, tags, latest metrics, inputs), ROLLBACK
-    assert one == thousand == 5
+    # BEGIN with the version pin (LOCK runs) and custom plans, search, cached plans again,
+    # runs with their documents, latest metrics, ROLLBACK
+    assert one == thousand == 6

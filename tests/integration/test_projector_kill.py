@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from eventlog import end_offsets, produce_log
+from query_harness import document_mismatches
 
 from projector.memory import MemoryStore
 from projector.snapshot import read_snapshot, state_hash
@@ -122,6 +123,9 @@ async def test_sigkill_at_random_points_then_restart(
         snapshot = await read_snapshot(db, runner.schema)
         assert snapshot == reference
         assert state_hash(snapshot) == state_hash(reference)
+        await db.execute(f'SET search_path TO "{runner.schema}"')
+        assert await document_mismatches(db) == []
+        await db.execute("RESET search_path")
         rows = await db.fetch(
             f'SELECT partition, next_offset FROM "{runner.schema}".projector_offsets'
         )

@@ -25,7 +25,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from processes import MLFLOW_API, isolated, ok, runstream_process
-from query_harness import block_miscounts
+from query_harness import block_miscounts, document_mismatches
 from structlog.testing import capture_logs
 
 from ingest.errors import UnavailableError
@@ -250,6 +250,18 @@ async def test_replay_swaps_under_write_load_without_a_failed_request(
     assert kept["offsets"] == outcome["offsets"]
     # The indexes the rebuild deferred were built again before it went live.
     assert await index_names(settings, settings.read_schema) == await index_names(settings, prev)
+    # Both versions' run documents are what their rows make (the rebuild kept them as it went).
+    for schema in (settings.read_schema, prev):
+        assert await documents_of(settings, schema) == []
+
+
+async def documents_of(settings: Settings, schema: str) -> list[Any]:
+    """Return the runs of a version whose documents differ from their rows."""
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": schema})
+    try:
+        return await document_mismatches(conn)
+    finally:
+        await conn.close()
 
 
 async def index_names(settings: Settings, schema: str) -> set[str]:

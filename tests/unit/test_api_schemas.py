@@ -12,22 +12,19 @@ from mlflow.entities import Run as MlflowRun
 from mlflow.protos.service_pb2 import GetExperiment, GetRun, SearchRuns
 
 from api.schemas import (
-    Dataset,
-    DatasetInput,
     Experiment,
     ExperimentResponse,
     KeyValue,
     Metric,
     MetricHistoryResponse,
-    ModelInput,
     Run,
-    RunData,
     RunInfo,
-    RunInputs,
     RunOutputs,
     RunResponse,
     SearchRunsResponse,
     encode,
+    run_data,
+    run_inputs,
     wire_double,
 )
 from api.tokens import encode_page_token
@@ -49,7 +46,10 @@ def info(**changes: object) -> RunInfo:
 
 
 def bare_run(**changes: object) -> Run:
-    return Run(info=info(**changes), data=RunData(), inputs=RunInputs(), outputs=RunOutputs())
+    # a run without params or tags has an empty data document; without inputs, `{}`
+    return Run(
+        info=info(**changes), data=run_data([], ""), inputs=run_inputs("{}"), outputs=RunOutputs()
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,22 +100,18 @@ def test_empty_pages_are_empty_objects() -> None:
 
 
 def test_mlflows_own_parser_reads_a_full_run() -> None:
+    # the documents as migration 0010 writes them (jsonb renders a dataset's tags with spaces)
+    data = '"params":[{"key":"lr","value":"0.1"}],"tags":[{"key":"mlflow.runName","value":"n"}]'
+    inputs = (
+        '{"dataset_inputs":[{"dataset":{"name":"d","digest":"x","source_type":"local",'
+        '"source":"s","profile":"p"},"tags":[{"key": "mlflow.data.context", "value": "train"}]}],'
+        '"model_inputs":[{"model_id":"m-1"}]}'
+    )
+    metrics = [Metric("acc", wire_double(math.nan), 1, -3), Metric("m", 0.5, 2, 7)]
     run = Run(
         info=info(end_time=9, status="FINISHED"),
-        data=RunData(
-            metrics=[Metric("acc", wire_double(math.nan), 1, -3), Metric("m", 0.5, 2, 7)],
-            params=[KeyValue("lr", "0.1")],
-            tags=[KeyValue("mlflow.runName", "n")],
-        ),
-        inputs=RunInputs(
-            dataset_inputs=[
-                DatasetInput(
-                    Dataset(name="d", digest="x", source_type="local", source="s", profile="p"),
-                    [KeyValue("mlflow.data.context", "train")],
-                )
-            ],
-            model_inputs=[ModelInput("m-1")],
-        ),
+        data=run_data(metrics, data),
+        inputs=run_inputs(inputs),
         outputs=RunOutputs(),
     )
     proto = ParseDict(json.loads(encode(RunResponse(run))), GetRun.Response())
@@ -124,6 +120,8 @@ def test_mlflows_own_parser_reads_a_full_run() -> None:
     assert parsed.info.status == "FINISHED"
     assert math.isnan(parsed.data.metrics["acc"])
     assert parsed.data.params == {"lr": "0.1"}
+    assert parsed.data.tags == {"mlflow.runName": "n"}
+    assert parsed.inputs.dataset_inputs[0].tags[0].value == "train"
     assert parsed.inputs.dataset_inputs[0].dataset.profile == "p"
     assert parsed.inputs.dataset_inputs[0].dataset.schema is None
     assert parsed.inputs.model_inputs[0].model_id == "m-1"
@@ -158,3 +156,30 @@ def test_mlflows_own_parser_reads_an_experiment() -> None:
         "artifact_location": "a",
         "lifecycle_stage": "active",
     }
+
+
+@pytest.mark.parametrize(
+    ("metrics", "document", "expected"),
+    [
+        ([], None, {}),
+        ([], "", {}),
+        ([], '"tags":[{"key":"a","value":"b"}]', {"tags": [{"key": "a", "value": "b"}]}),
+        (
+            [Metric("m", 1.0, 2, 3)],
+            "",
+            {"metrics": [{"key": "m", "value": 1.0, "timestamp": 2, "step": 3}]},
+        ),
+        (
+            [Metric("m", 1.0, 2, 3)],
+            '"params":[{"key":"p","value":""}]',
+            {
+                "metrics": [{"key": "m", "value": 1.0, "timestamp": 2, "step": 3}],
+                "params": [{"key": "p", "value": ""}],
+            },
+        ),
+    ],
+)
+def test_run_data_splices_metrics_before_the_document(
+    metrics: list[Metric], document: str | None, expected: dict[str, object]
+) -> None:
+    assert json.loads(bytes(run_data(metrics, document))) == expected
