@@ -17,6 +17,11 @@ blocks, plus per kept position an index descent and half a block's points skippe
 for which reading every point costs less (a short one, or one keeping a large share of its
 points) is read whole. A 1M-point series with a point per step samples 2,500 points by reading
 15,625 block counts and skipping 32 entries per point, instead of numbering a million points.
+
+Most series are one point per step, every step from the first to the last (migration 0011 keeps
+each series' extent and whether its steps are known to be unique): there the point at position
+p within a window is the point at the window's first step + p, read by step with no counts and
+no skipping, about 5 µs a point instead of 21.
 """
 
 from __future__ import annotations
@@ -32,7 +37,17 @@ import asyncpg
 from api.grammar import INT64_MAX, INT64_MIN
 from api.schemas import MetricWithRunId, wire_double
 
-__all__ = ["LEVELS", "Probe", "choose_level", "locate", "sample", "sample_indices"]
+__all__ = [
+    "LEVELS",
+    "Extent",
+    "Probe",
+    "choose_level",
+    "consecutive_steps",
+    "locate",
+    "probing_pays",
+    "sample",
+    "sample_indices",
+]
 
 LEVELS = (6, 10, 14, 18, 22, 26)  # as migration 0008 counts them
 
@@ -73,6 +88,12 @@ def choose_level(blocks: Mapping[int, int], points: int, max_results: int) -> in
     return best if cost(best) < points * _ROW_US else None
 
 
+def probing_pays(points: int, max_results: int) -> bool:
+    """Return True if reading the kept points of a consecutive series one by one (by step)
+    costs less than reading all of its points."""
+    return min(points, max_results) * _PROBE_US < points * _ROW_US
+
+
 @dataclass(frozen=True)
 class Probe:
     """Read the point `skip` entries into the steps `first..last` (both in the block)."""
@@ -101,11 +122,32 @@ def locate(
     return probes
 
 
+@dataclass(frozen=True)
+class Extent:
+    """A series' first and last step, and whether its steps are known to be unique."""
+
+    min_step: int
+    max_step: int
+    unique_steps: bool
+
+    def consecutive(self, points: int) -> bool:
+        """Return True if the series holds exactly one point at every step of its extent."""
+        return self.unique_steps and points == self.max_step - self.min_step + 1
+
+
+def consecutive_steps(extent: Extent, window: tuple[int, int], max_results: int) -> list[int]:
+    """Return the steps of the kept points of a consecutive series (one point at each)."""
+    first, last = max(extent.min_step, window[0]), min(extent.max_step, window[1])
+    return [first + p for p in sample_indices(last - first + 1, max_results)]
+
+
 # --- reading the sample -----------------------------------------------------------------------
 
 _LEVEL_COUNTS = """
-SELECT run_id, level, blocks, points FROM metric_levels
-WHERE run_id = ANY($1::text[]) AND key = $2
+SELECT l.run_id, l.level, l.blocks, l.points, s.min_step, s.max_step, s.unique_steps
+FROM metric_levels AS l
+LEFT JOIN metric_series AS s ON s.run_id = l.run_id AND s.key = l.key
+WHERE l.run_id = ANY($1::text[]) AND l.key = $2
 """
 _WHOLE = """
 SELECT run_id, step, ts, value FROM metrics
@@ -136,8 +178,19 @@ SELECT r.n, (
 ) AS points
 FROM unnest($1::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS r(run_id, first, last, n)
 """
+# The points at given steps of consecutive series (one point at each step), one index lookup each.
+_BY_STEP = """
+SELECT t.run_id, p.step, p.ts, p.value
+FROM unnest($1::text[], $3::bigint[]) WITH ORDINALITY AS t(run_id, step, n)
+CROSS JOIN LATERAL (
+    SELECT m.step, m.ts, m.value FROM metrics AS m
+    WHERE m.run_id = t.run_id AND m.key = $2 AND m.step = t.step
+    LIMIT 1
+) AS p
+ORDER BY t.n
+"""
 _PROBE = """
-SELECT t.n, p.step, p.ts, p.value
+SELECT t.run_id, p.step, p.ts, p.value
 FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::bigint[])
     WITH ORDINALITY AS t(run_id, first, last, skip, n)
 CROSS JOIN LATERAL (
@@ -155,6 +208,8 @@ class _Series:
     level: int
     blocks: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)
+    # set for a consecutive series: its points are found by step, without the block counts
+    extent: Extent | None = None
 
 
 async def sample(
@@ -169,12 +224,25 @@ async def sample(
     distinct = list(dict.fromkeys(run_ids))
     counts: dict[str, dict[int, int]] = defaultdict(dict)
     totals: dict[str, int] = {}
+    extents: dict[str, Extent] = {}
     for row in await conn.fetch(_LEVEL_COUNTS, distinct, key):
         counts[row["run_id"]][row["level"]] = row["blocks"]
         totals[row["run_id"]] = row["points"]
-    levels = {r: choose_level(counts[r], totals[r], max_results) for r in totals}
-    small = [r for r in distinct if r in levels and levels[r] is None]
-    large = {r: _Series(level) for r in distinct if (level := levels.get(r)) is not None}
+        if row["min_step"] is not None:
+            extents[row["run_id"]] = Extent(row["min_step"], row["max_step"], row["unique_steps"])
+    small: list[str] = []
+    large: dict[str, _Series] = {}
+    for run_id in (r for r in distinct if r in totals):
+        extent = extents.get(run_id)
+        if extent is not None and extent.consecutive(totals[run_id]):
+            if probing_pays(totals[run_id], max_results):
+                large[run_id] = _Series(0, extent=extent)
+            else:
+                small.append(run_id)
+        elif (level := choose_level(counts[run_id], totals[run_id], max_results)) is not None:
+            large[run_id] = _Series(level)
+        else:
+            small.append(run_id)
     by_run: dict[str, list[MetricWithRunId]] = {}
     if small:
         whole: dict[str, list[asyncpg.Record]] = defaultdict(list)
@@ -183,9 +251,13 @@ async def sample(
         for run_id, rows in whole.items():
             kept = sample_indices(len(rows), max_results)
             by_run[run_id] = [_point(key, run_id, rows[i]) for i in kept]
-    if large:
-        await _read_blocks(conn, key, window, large)
-        by_run.update(await _probe(conn, key, window, large, max_results))
+    counted = {r: s for r, s in large.items() if s.extent is None}
+    if counted:
+        await _read_blocks(conn, key, window, counted)
+        by_run.update(await _probe(conn, key, window, counted, max_results))
+    consecutive = {r: s.extent for r, s in large.items() if s.extent is not None}
+    if consecutive:
+        by_run.update(await _by_step(conn, key, window, consecutive, max_results))
     return [point for run_id in run_ids for point in by_run.get(run_id, ())]
 
 
@@ -243,11 +315,33 @@ async def _probe(
         [p.last for p in probes],
         [p.skip for p in probes],
     )
-    by_run: dict[str, list[MetricWithRunId]] = defaultdict(list)
+    return _by_run(key, rows)
+
+
+async def _by_step(
+    conn: asyncpg.Connection,
+    key: str,
+    window: tuple[int, int],
+    series: dict[str, Extent],
+    max_results: int,
+) -> dict[str, list[MetricWithRunId]]:
+    owners: list[str] = []
+    steps: list[int] = []
+    for run_id, extent in series.items():
+        kept = consecutive_steps(extent, window, max_results)
+        owners += [run_id] * len(kept)
+        steps += kept
+    if not steps:
+        return {}
+    return _by_run(key, await conn.fetch(_BY_STEP, owners, key, steps))
+
+
+def _by_run(key: str, rows: Sequence[asyncpg.Record]) -> dict[str, list[MetricWithRunId]]:
+    """Group the points read, in order, by their run."""
+    grouped: dict[str, list[MetricWithRunId]] = defaultdict(list)
     for row in rows:
-        run_id = owners[row["n"] - 1]
-        by_run[run_id].append(_point(key, run_id, row))
-    return by_run
+        grouped[row["run_id"]].append(_point(key, row["run_id"], row))
+    return grouped
 
 
 def _point(key: str, run_id: str, row: asyncpg.Record) -> MetricWithRunId:

@@ -127,7 +127,7 @@ WHERE n.nspname = $1 AND t.relname = 'metrics' AND tg.tgname = $2
 # SHARE ROW EXCLUSIVE: the replay's inserts wait until the trigger counts them again; it does
 # not conflict with the ACCESS SHARE a waiting insert may already hold.
 _HOLD_METRICS_WRITES = "LOCK TABLE {schema}.metrics IN SHARE ROW EXCLUSIVE MODE"
-_CLEAR_BLOCKS = "TRUNCATE {schema}.metric_blocks, {schema}.metric_levels"
+_CLEAR_BLOCKS = "TRUNCATE {schema}.metric_blocks, {schema}.metric_levels, {schema}.metric_series"
 # Defined by migration 0008 in each schema, beside the trigger it stands in for.
 _RECOUNT_BLOCKS = "SELECT {schema}.recount_metric_blocks($1)"
 _TABLES = """

@@ -214,8 +214,9 @@ async def set_projected(db: asyncpg.Connection, topic: str, offsets: Mapping[int
     )
 
 
-# The per-block point counts a sampled history reads (migration 0008), recounted from the points;
-# a row here is a block whose stored count differs.
+# The per-block point counts a sampled history reads (migration 0008) and the series' extents
+# (0011), recounted from the points; a row here is a block whose stored count differs, or a
+# series whose extent is wrong or missing.
 _BLOCK_MISCOUNTS = """
 WITH recount AS (
     SELECT run_id, key, l.level, step >> l.level AS block, count(*) AS points
@@ -236,6 +237,19 @@ UNION ALL
 UNION ALL
 (SELECT 'level', run_id, key, level, blocks, points FROM metric_levels
  EXCEPT SELECT 'level', run_id, key, level, blocks, points FROM levels)
+UNION ALL
+-- extents (migration 0011): exact bounds; unique_steps may say false of unique steps, never
+-- true of repeated ones (0/1 in `points` for false/true)
+(SELECT 'series', s.run_id, s.key, NULL::smallint, s.min_step, s.unique_steps::int
+ FROM metric_series AS s
+ LEFT JOIN (SELECT run_id, key, min(step) AS lo, max(step) AS hi,
+                   count(*) = count(DISTINCT step) AS unique_steps
+            FROM metrics GROUP BY 1, 2) AS e ON e.run_id = s.run_id AND e.key = s.key
+ WHERE e.run_id IS NULL OR (s.min_step, s.max_step) <> (e.lo, e.hi)
+    OR (s.unique_steps AND NOT e.unique_steps))
+UNION ALL
+(SELECT 'series', run_id, key, NULL::smallint, min(step), NULL FROM metrics
+ WHERE (run_id, key) NOT IN (SELECT run_id, key FROM metric_series) GROUP BY run_id, key)
 """
 
 

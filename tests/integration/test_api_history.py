@@ -291,6 +291,52 @@ async def test_sql_sampling_equals_the_reference_rule(api: QueryHarness) -> None
             assert got == expected, (total, cap)
 
 
+async def test_sampling_of_consecutive_steps_by_step_equals_the_reference_rule(
+    api: QueryHarness,
+) -> None:
+    # A point at every step: logged in order, the series is known to be consecutive and its
+    # kept points are read by step; logged out of order, or with a gap, or with a step logged
+    # twice, it is not, and the block counts find them. Either way the rule's points come back.
+    steps = range(-2000, 14000)
+
+    def point(step: int) -> tuple[int, int, float]:
+        return step, 1000 + step // 7, float((step * 7919) % 13)
+
+    series = {
+        "in_order": [[point(s) for s in steps[i : i + 4000]] for i in range(0, len(steps), 4000)],
+        "reversed": [[point(s) for s in steps[i : i + 4000]] for i in range(12000, -1, -4000)],
+        "gap": [[point(s) for s in steps if s != 5000]],
+        "twice": [[point(s) for s in steps], [(7, 0, 0.5)]],
+    }
+    for run_id, batches in series.items():
+        await add_run(api.db, run_id)
+        for batch in batches:
+            await add_points(api.db, run_id, "loss", batch)
+    assert await block_miscounts(api.db) == []
+    known = dict(
+        await api.db.fetch(
+            "SELECT run_id, unique_steps FROM metric_series WHERE run_id = ANY($1)", list(series)
+        )
+    )
+    assert known == {"in_order": True, "reversed": False, "gap": True, "twice": False}
+    windows = [None, (-10, 10), (100, 5000), (-5000, -1990), (13990, 10**12), (20000, 30000)]
+    for run_id, batches in series.items():
+        ordered = sorted(p for batch in batches for p in batch)
+        for window in windows:
+            lo, hi = window or (-(10**18), 10**18)
+            inside = [p for p in ordered if lo <= p[0] <= hi]
+            for cap in (1, 7, 320, 2500):
+                extra = {"max_results": str(cap)}
+                if window is not None:
+                    extra |= {"start_step": str(lo), "end_step": str(hi)}
+                body = await api.get(
+                    "metrics/get-history-bulk-interval", _interval(run_id, **extra)
+                )
+                got = [(p["step"], p["timestamp"], p["value"]) for p in body.get("metrics", [])]
+                expected = [inside[i] for i in sample_indices(len(inside), cap)]
+                assert got == expected, (run_id, window, cap)
+
+
 async def test_block_counted_sampling_equals_the_reference_rule(api: QueryHarness) -> None:
     # Series above the size read whole, so the block counts find the points: steps repeated
     # (ties broken by timestamp and value) and negative, and steps 100,000 apart.

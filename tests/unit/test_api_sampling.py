@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.sampling import LEVELS, choose_level, locate, sample_indices
+from api.sampling import (
+    LEVELS,
+    Extent,
+    choose_level,
+    consecutive_steps,
+    locate,
+    probing_pays,
+    sample_indices,
+)
 
 
 def ntile(total: int, buckets: int) -> list[int]:
@@ -115,3 +123,34 @@ def test_choose_level_weighs_blocks_read_against_probes_and_reading_everything()
     assert choose_level(ten_k, 10_000, 2500) is None
     assert choose_level(ten_k, 10_000, 320) is not None
     assert choose_level(dict.fromkeys(LEVELS, 1), 3, 2500) is None
+
+
+@given(
+    first=st.integers(-10_000, 10_000),
+    length=st.integers(1, 3000),
+    max_results=st.integers(1, 400),
+    window=st.tuples(st.integers(-15_000, 15_000), st.integers(-15_000, 15_000)).map(sorted),
+)
+def test_a_consecutive_series_is_read_at_the_steps_the_rule_keeps(
+    first: int, length: int, max_results: int, window: list[int]
+) -> None:
+    steps = list(range(first, first + length))  # one point at every step of its extent
+    lo, hi = window
+    inside = [s for s in steps if lo <= s <= hi]
+    extent = Extent(steps[0], steps[-1], unique_steps=True)
+    assert extent.consecutive(length)
+    kept = consecutive_steps(extent, (lo, hi), max_results)
+    assert kept == [inside[i] for i in sample_indices(len(inside), max_results)]
+
+
+def test_only_a_series_known_unique_and_without_gaps_is_consecutive() -> None:
+    assert Extent(0, 9, unique_steps=True).consecutive(10)
+    assert not Extent(0, 9, unique_steps=True).consecutive(9)  # a step missing
+    assert not Extent(0, 9, unique_steps=False).consecutive(10)  # unknown: maybe 2 at a step
+
+
+def test_probing_a_consecutive_series_pays_unless_it_keeps_a_large_share() -> None:
+    assert probing_pays(1_000_000, 2500)
+    assert probing_pays(10_000, 320)
+    assert not probing_pays(10_000, 2500)
+    assert not probing_pays(50, 2500)
