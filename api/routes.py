@@ -194,12 +194,11 @@ class QueryApi:
         """Yield a connection in a read-only snapshot of the live schema (or an as-of one);
         a `search` plans its statements for their values."""
         async with self._pool.acquire() as conn:
-            if as_of is None:
-                await conn.execute(_OPEN_SEARCH if search else _OPEN_READ)
-            else:
-                await conn.execute(_BEGIN)
             try:
-                if as_of is not None:
+                if as_of is None:
+                    await conn.execute(_OPEN_SEARCH if search else _OPEN_READ)
+                else:
+                    await conn.execute(_BEGIN)
                     await conn.execute(_READ_SCHEMA, f'"{as_of}"')
                     await conn.execute(f"{_PIN_SCHEMA}; {_CUSTOM_PLANS}" if search else _PIN_SCHEMA)
                 yield conn
@@ -271,7 +270,7 @@ class QueryApi:
             experiment_ids = []
         elif type(experiment_ids) is not list:
             raise invalid_type("experiment_ids", experiment_ids)
-        plan = compile_run_search(
+        request_fields = (
             experiment_ids,
             fields.text("filter"),
             fields.enum("run_view_type"),
@@ -279,8 +278,13 @@ class QueryApi:
             fields.texts("order_by"),
             fields.text("page_token"),
         )
+        plan = compile_run_search(*request_fields)  # checked before waiting
         as_of = await self._settle(request, fields, None)
         async with self._snapshot(as_of, search=True) as conn:
+            experiments = len(set(map(str, experiment_ids)))
+            members = await queries.memberships(conn, plan, experiments)
+            if members:
+                plan = compile_run_search(*request_fields, members)
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.runs(conn, ids)
         return _json(SearchRunsResponse(found, token))

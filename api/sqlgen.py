@@ -8,7 +8,7 @@ the whitelists below. The query selects ids in order and fetches one row more th
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -61,6 +61,17 @@ _RUN_LINK = "run_id = r.run_id"
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """A param or tag equality of a search that walks runs in order (see `_member`): whether
+    to test it against a set of the matching runs built once depends on how many runs match."""
+
+    index: int  # the predicate's place in the filter
+    table: str  # params or tags
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class SearchPlan:
     """One query that returns up to `limit + 1` ids of a page, and how to cut the page."""
 
@@ -68,6 +79,8 @@ class SearchPlan:
     args: list[object]
     limit: int
     offset: int
+    # what a caller may look up to recompile the search with some equalities as memberships
+    memberships: tuple[Membership, ...] = ()
 
     def page(self, rows: Sequence[T]) -> tuple[list[T], str | None]:
         """Return the page's rows and the next page's token (None on the last page)."""
@@ -161,8 +174,21 @@ def _in_list(column: str, pred: InList, bind: _Binder) -> str:
     return f"NOT ({test})" if pred.negated else test
 
 
-def _keyed(pred: Predicate, table: str, link: str, bind: _Binder) -> str:
-    """Compile a predicate on a key-value table (metrics, params, tags, experiment tags)."""
+def _member(table: str, conditions: list[str]) -> str:
+    """Test a run against the set of runs meeting `conditions` in `table`, built once.
+
+    A search in a run order walks an experiment's runs in index order and stops at its page; an
+    EXISTS would look each walked run up in `table` (an index descent each: 3,200 of them,
+    ~12 ms, for `tags.team = 'nlp'` across four experiments), where the set of matching runs
+    costs one index-only scan. PostgreSQL turns an IN at the top of WHERE into a join, which
+    would lose the walk's order; `IS TRUE` keeps it a filter, evaluated on a hashed subplan."""
+    where = " AND ".join(conditions)
+    return f"(r.run_id IN (SELECT k.run_id FROM {table} AS k WHERE {where})) IS TRUE"
+
+
+def _keyed(pred: Predicate, table: str, link: str, bind: _Binder, *, member: bool = False) -> str:
+    """Compile a predicate on a key-value table (metrics, params, tags, experiment tags);
+    `member` compiles a param or tag equality as a membership test (`_member`)."""
     if isinstance(pred, InList):
         raise invalid_parameter(f"Unsupported list comparison on key '{pred.key}'")
     conditions = [f"k.key = {bind(pred.key, 'text')}"]
@@ -186,14 +212,18 @@ def _keyed(pred: Predicate, table: str, link: str, bind: _Binder) -> str:
                 # stored value has a 200-character prefix, so the prefix test alone decides.
                 # A second test on the whole value would make the planner count the same
                 # condition twice and underestimate the rows a hundredfold (nested loops).
-                return _exists(table, "k", link, conditions)
+                return (
+                    _member(table, conditions) if member else _exists(table, "k", link, conditions)
+                )
         conditions.append(_compare("k.value", pred.op, value))
+        if member:
+            return _member(table, conditions)
     return _exists(table, "k", link, conditions)
 
 
-def _run_predicate(pred: Predicate, bind: _Binder) -> str:
+def _run_predicate(pred: Predicate, bind: _Binder, *, member: bool = False) -> str:
     if pred.entity in _KEYED_TABLES:
-        return _keyed(pred, _KEYED_TABLES[pred.entity], _RUN_LINK, bind)
+        return _keyed(pred, _KEYED_TABLES[pred.entity], _RUN_LINK, bind, member=member)
     if pred.entity == "dataset":
         column = _DATASET_COLUMNS[pred.key]
         if isinstance(pred, InList):
@@ -204,7 +234,7 @@ def _run_predicate(pred: Predicate, bind: _Binder) -> str:
     if pred.key == "run_name" and isinstance(pred, TextCompare):
         # MLflow matches `attributes.run_name` against the mlflow.runName tag, not the column
         renamed = TextCompare(entity="tag", key=_RUN_NAME_TAG, op=pred.op, value=pred.value)
-        return _keyed(renamed, "tags", _RUN_LINK, bind)
+        return _keyed(renamed, "tags", _RUN_LINK, bind, member=member)
     return _attribute(pred, _RUN_COLUMNS, bind)
 
 
@@ -331,6 +361,21 @@ def _merged_experiments(
     )
 
 
+def _memberships(predicates: Sequence[Predicate], ordering: Sequence[OrderKey]) -> list[Membership]:
+    """Return the param and tag equalities that may be membership tests: all of them when the
+    search walks runs in an attribute order, none when it sorts by a metric, param or tag."""
+    if any(key.entity != "attribute" for key in ordering):
+        return []
+    found = []
+    for index, pred in enumerate(predicates):
+        if isinstance(pred, TextCompare) and pred.op == "=":
+            if pred.entity in {"parameter", "tag"}:
+                found.append(Membership(index, _KEYED_TABLES[pred.entity], pred.key, pred.value))
+            elif pred.entity == "attribute" and pred.key == "run_name":
+                found.append(Membership(index, "tags", _RUN_NAME_TAG, pred.value))
+    return found
+
+
 def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed interface
     experiment_ids: Sequence[str | int],
     filter_string: str | None,
@@ -338,8 +383,10 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     max_results: int | None,
     order_by: Sequence[str] | None,
     page_token: str | None,
+    members: Collection[int] = (),
 ) -> SearchPlan:
-    """Compile a SearchRuns request into a query selecting one page of run ids, plus one."""
+    """Compile a SearchRuns request into a query selecting one page of run ids, plus one;
+    the predicates at the `members` indexes of `memberships` become membership tests."""
     limit = check_max_results(max_results, default=RUNS_DEFAULT_MAX_RESULTS)
     ids = list(dict.fromkeys(_experiment_ids(experiment_ids)))
     stages = lifecycle_stages(run_view_type, "run_view_type")
@@ -350,10 +397,15 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     # One experiment (the usual case) is an equality, so the planner can walk
     # runs_experiment_order in the run order instead of sorting the experiment's runs.
     experiments = bind(ids[0], "bigint") if len(ids) == 1 else bind(ids, "bigint[]")
+    memberships = _memberships(predicates, ordering)
+    eligible = {m.index for m in memberships}
     where = [
         f"r.experiment_id = {experiments if len(ids) == 1 else 'x.experiment_id'}",
         f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
-        *(_run_predicate(p, bind) for p in predicates),
+        *(
+            _run_predicate(p, bind, member=i in members and i in eligible)
+            for i, p in enumerate(predicates)
+        ),
     ]
     joins, terms = _run_order(ordering, bind)
     sql = (
@@ -361,7 +413,9 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
         if len(ids) == 1
         else _merged_experiments(experiments, joins, where, terms, bind, page=(limit, offset))
     )
-    return SearchPlan(sql=sql, args=bind.args, limit=limit, offset=offset)
+    return SearchPlan(
+        sql=sql, args=bind.args, limit=limit, offset=offset, memberships=tuple(memberships)
+    )
 
 
 def compile_experiment_search(

@@ -470,3 +470,21 @@ def test_compile_raises_only_mlflow_errors(
         assert_sql_is_clean(runs(filter_string, order_by, token, max_results))
     with contextlib.suppress(MlflowError):
         assert_sql_is_clean(experiments(filter_string, order_by, token, max_results))
+
+
+def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
+    plan = runs("params.p = 'a' AND tags.t != 'b' AND attributes.run_name = 'n' AND metrics.m > 1")
+    assert [(m.index, m.table, m.key, m.value) for m in plan.memberships] == [
+        (0, "params", "p", "a"),
+        (2, "tags", "mlflow.runName", "n"),
+    ]
+    assert "IS TRUE" not in plan.sql  # chosen by the caller only
+    members = compile_run_search(
+        ["1"], "params.p = 'a' AND tags.t = 'b'", None, 10, None, None, [1]
+    )
+    assert "EXISTS (SELECT 1 FROM params AS k" in members.sql
+    assert "(r.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in members.sql
+    assert_sql_is_clean(members)
+    # sorted by a metric, the search does not walk runs in their order: no memberships
+    sorted_by = compile_run_search(["1"], "params.p = 'a'", None, 10, ["metrics.m"], None)
+    assert sorted_by.memberships == ()
