@@ -57,7 +57,7 @@ _KEYED_TABLES = {"metric": "latest_metrics", "parameter": "params", "tag": "tags
 _NAN = "'NaN'::float8"
 _PREFIX_INDEXED = frozenset({"params", "tags"})
 _PREFIX = 200
-_RUN_LINK = "run_id = r.run_id"
+_RUN = "r.run_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,9 @@ class SearchPlan:
     offset: int
     # what a caller may look up to recompile the search with some equalities as memberships
     memberships: tuple[Membership, ...] = ()
+    # the same page among the runs with a number for the leading metric, walked in its order
+    # (`_metric_walk`); where it finds fewer than `limit + 1` runs, `sql` answers
+    walk: SearchPlan | None = None
 
     def page(self, rows: Sequence[T]) -> tuple[list[T], str | None]:
         """Return the page's rows and the next page's token (None on the last page)."""
@@ -174,7 +177,7 @@ def _in_list(column: str, pred: InList, bind: _Binder) -> str:
     return f"NOT ({test})" if pred.negated else test
 
 
-def _member(table: str, conditions: list[str]) -> str:
+def _member(table: str, conditions: list[str], run: str = _RUN) -> str:
     """Test a run against the set of runs meeting `conditions` in `table`, built once.
 
     A search in a run order walks an experiment's runs in index order and stops at its page; an
@@ -183,12 +186,22 @@ def _member(table: str, conditions: list[str]) -> str:
     costs one index-only scan. PostgreSQL turns an IN at the top of WHERE into a join, which
     would lose the walk's order; `IS TRUE` keeps it a filter, evaluated on a hashed subplan."""
     where = " AND ".join(conditions)
-    return f"(r.run_id IN (SELECT k.run_id FROM {table} AS k WHERE {where})) IS TRUE"
+    return f"({run} IN (SELECT k.run_id FROM {table} AS k WHERE {where})) IS TRUE"
 
 
-def _keyed(pred: Predicate, table: str, link: str, bind: _Binder, *, member: bool = False) -> str:
+def _keyed(
+    pred: Predicate,
+    table: str,
+    link: str,
+    bind: _Binder,
+    *,
+    member: bool = False,
+    scope: tuple[str, str] | None = None,
+) -> str:
     """Compile a predicate on a key-value table (metrics, params, tags, experiment tags);
-    `member` compiles a param or tag equality as a membership test (`_member`)."""
+    `member` compiles a param or tag equality as a membership test (`_member`), `scope` (the
+    run column and the experiment's placeholder) a metric comparison as the set of matching
+    runs of one experiment (`_metric_walk`)."""
     if isinstance(pred, InList):
         raise invalid_parameter(f"Unsupported list comparison on key '{pred.key}'")
     conditions = [f"k.key = {bind(pred.key, 'text')}"]
@@ -201,6 +214,9 @@ def _keyed(pred: Predicate, table: str, link: str, bind: _Binder, *, member: boo
         # metric satisfy only `!=`, which `<>` already does for a non-NaN literal
         if pred.op != "!=":
             conditions.append(f"k.value <> {_NAN}")
+        if scope is not None and table == "latest_metrics":
+            run, experiment = scope
+            return _member(table, [f"k.experiment_id = {experiment}", *conditions], run)
     else:
         value = bind(pred.value, "text")
         if pred.op == "=" and table in _PREFIX_INDEXED:
@@ -221,20 +237,29 @@ def _keyed(pred: Predicate, table: str, link: str, bind: _Binder, *, member: boo
     return _exists(table, "k", link, conditions)
 
 
-def _run_predicate(pred: Predicate, bind: _Binder, *, member: bool = False) -> str:
+def _run_predicate(
+    pred: Predicate,
+    bind: _Binder,
+    *,
+    member: bool = False,
+    scope: tuple[str, str] | None = None,
+) -> str:
+    """Compile a run predicate; `scope` (see `_keyed`) also names the run column to link."""
+    link = f"run_id = {scope[0] if scope else _RUN}"
     if pred.entity in _KEYED_TABLES:
-        return _keyed(pred, _KEYED_TABLES[pred.entity], _RUN_LINK, bind, member=member)
+        table = _KEYED_TABLES[pred.entity]
+        return _keyed(pred, table, link, bind, member=member, scope=scope)
     if pred.entity == "dataset":
         column = _DATASET_COLUMNS[pred.key]
         if isinstance(pred, InList):
-            return _exists("run_dataset_inputs", "d", _RUN_LINK, [_in_list(column, pred, bind)])
+            return _exists("run_dataset_inputs", "d", link, [_in_list(column, pred, bind)])
         if isinstance(pred, TextCompare):
             test = _compare(column, pred.op, bind(pred.value, "text"))
-            return _exists("run_dataset_inputs", "d", _RUN_LINK, [test])
+            return _exists("run_dataset_inputs", "d", link, [test])
     if pred.key == "run_name" and isinstance(pred, TextCompare):
         # MLflow matches `attributes.run_name` against the mlflow.runName tag, not the column
         renamed = TextCompare(entity="tag", key=_RUN_NAME_TAG, op=pred.op, value=pred.value)
-        return _keyed(renamed, "tags", _RUN_LINK, bind, member=member)
+        return _keyed(renamed, "tags", link, bind, member=member)
     return _attribute(pred, _RUN_COLUMNS, bind)
 
 
@@ -278,11 +303,13 @@ def _sort_terms(expr: str, text: bool, nullable: bool, ascending: bool) -> list[
     return [*terms, _Term(expr, text, ascending)]
 
 
-def _run_order(keys: Sequence[OrderKey], bind: _Binder) -> tuple[list[str], list[_Term]]:
-    """Return the LEFT JOINs and ORDER BY terms for a run ordering."""
+def _run_order(
+    keys: Sequence[OrderKey], bind: _Binder, *, start: int = 1
+) -> tuple[list[str], list[_Term]]:
+    """Return the LEFT JOINs and ORDER BY terms for a run ordering (aliases from o`start`)."""
     joins: list[str] = []
     terms: list[_Term] = []
-    for i, key in enumerate(keys, start=1):
+    for i, key in enumerate(keys, start=start):
         if key.entity == "attribute":
             expr, text, nullable = _RUN_COLUMNS[key.key]
             terms += _sort_terms(expr, text, nullable, key.ascending)
@@ -361,6 +388,48 @@ def _merged_experiments(
     )
 
 
+def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
+    experiment: int,
+    stages: list[str],
+    predicates: Sequence[Predicate],
+    ordering: Sequence[OrderKey],
+    limit: int,
+    offset: int,
+) -> SearchPlan:
+    """Compile a page of one experiment's runs sorted by a metric first, among the runs whose
+    value of it is a number: those come first in MLflow's order (then NaN, then no value).
+
+    The query walks the experiment's values of the metric in index order (migration 0012) and
+    stops at the page; the general query would find every run passing the filter, look its
+    value up and sort them all. A metric comparison in the filter is tested against the set of
+    the experiment's runs meeting it, built once from the same index, on the walked row itself,
+    before the run is read; params, tags and the rest stay as PostgreSQL plans them."""
+    bind = _Binder()
+    first = ordering[0]
+    scope = ("o1.run_id", bind(experiment, "bigint"))
+    where = [
+        f"o1.experiment_id = {scope[1]}",
+        f"o1.key = {bind(first.key, 'text')}",
+        f"o1.value <> {_NAN}",
+        f"r.experiment_id = {scope[1]}",
+        f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
+        *(_run_predicate(p, bind, scope=scope) for p in predicates),
+    ]
+    joins, terms = _run_order(ordering[1:], bind, start=2)
+    sql = "\n".join(
+        [
+            "SELECT r.run_id",
+            "FROM latest_metrics AS o1",
+            "JOIN runs AS r ON r.run_id = o1.run_id",
+            *joins,
+            "WHERE " + "\n  AND ".join(where),
+            _order_sql([_Term("o1.value", False, first.ascending), *terms]),
+            _page_sql(bind, limit, offset),
+        ]
+    )
+    return SearchPlan(sql=sql, args=bind.args, limit=limit, offset=offset)
+
+
 def _memberships(predicates: Sequence[Predicate], ordering: Sequence[OrderKey]) -> list[Membership]:
     """Return the param and tag equalities that may be membership tests: all of them when the
     search walks runs in an attribute order, none when it sorts by a metric, param or tag."""
@@ -413,8 +482,16 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
         if len(ids) == 1
         else _merged_experiments(experiments, joins, where, terms, bind, page=(limit, offset))
     )
+    walk = None
+    if len(ids) == 1 and ordering[0].entity == "metric":
+        walk = _metric_walk(ids[0], stages, predicates, ordering, limit, offset)
     return SearchPlan(
-        sql=sql, args=bind.args, limit=limit, offset=offset, memberships=tuple(memberships)
+        sql=sql,
+        args=bind.args,
+        limit=limit,
+        offset=offset,
+        memberships=tuple(memberships),
+        walk=walk,
     )
 
 

@@ -63,9 +63,13 @@ JOIN latest_metrics AS l ON l.run_id = e.run_id AND l.key = e.key
 WHERE (e.step, e.ts, e.value) <= (l.step, l.ts, l.value)
 """
 
+# Each row carries its run's experiment (migration 0012); runs are written earlier in the batch.
 _LATEST = """
-INSERT INTO latest_metrics AS l (run_id, key, value, ts, step)
-SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
+INSERT INTO latest_metrics AS l (run_id, key, value, ts, step, experiment_id)
+SELECT e.run_id, e.key, e.value, e.ts, e.step, r.experiment_id
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
+    AS e(run_id, key, value, ts, step)
+LEFT JOIN runs AS r ON r.run_id = e.run_id
 ON CONFLICT (run_id, key) DO UPDATE
     SET value = EXCLUDED.value, ts = EXCLUDED.ts, step = EXCLUDED.step
     -- float8 comparison is NaN-aware: NaN = NaN and NaN > every number (MLflow's max)

@@ -267,6 +267,10 @@ _DOCUMENT_ROWS = {
     "datasets": "SELECT run_id, name, digest, source_type, source, schema, profile, "
     "tags::text AS tags FROM run_dataset_inputs",
     "models": "SELECT run_id, model_id FROM run_model_inputs",
+    # the experiment each latest value carries for searches sorted by a metric (migration 0012)
+    "latest": "SELECT l.run_id, l.key, l.experiment_id, r.experiment_id AS expected "
+    "FROM latest_metrics AS l JOIN runs AS r USING (run_id) "
+    "WHERE l.experiment_id IS DISTINCT FROM r.experiment_id",
 }
 
 
@@ -301,7 +305,8 @@ def _expected_documents(rows: Mapping[str, list[asyncpg.Record]]) -> dict[str, t
 
 
 async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, Any]]:
-    """Return (run id, stored, expected) for every run whose documents differ from its rows."""
+    """Return (run id, stored, expected) for every run whose documents differ from its rows,
+    and for every latest metric value whose experiment is not its run's."""
     async with db.transaction(isolation="repeatable_read", readonly=True):
         rows = {name: list(await db.fetch(sql)) for name, sql in _DOCUMENT_ROWS.items()}
     expected = _expected_documents(rows)
@@ -314,4 +319,6 @@ async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, An
         )
         if stored != expected[run["run_id"]]:
             wrong.append((run["run_id"], stored, expected[run["run_id"]]))
+    for row in rows["latest"]:
+        wrong.append((row["run_id"], (row["key"], row["experiment_id"]), row["expected"]))
     return wrong

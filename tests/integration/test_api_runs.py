@@ -274,7 +274,9 @@ async def test_search_page_of_1000_runs_costs_a_constant_number_of_queries(
         "tags", records=[(r[0], "mlflow.runName", r[2]) for r in rows], columns=kv
     )
     await api.db.copy_records_to_table(
-        "latest_metrics", records=[(r[0], "m", float(i), i, 0) for i, r in enumerate(rows)]
+        "latest_metrics",
+        records=[(r[0], "m", float(i), i, 0) for i, r in enumerate(rows)],
+        columns=["run_id", "key", "value", "ts", "step"],  # the experiment comes from the run
     )
 
     async def queries_for(max_results: int) -> int:

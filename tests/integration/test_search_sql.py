@@ -100,8 +100,20 @@ async def db(read_db: asyncpg.Connection) -> asyncpg.Connection:
 
 
 async def fetch(db: asyncpg.Connection, plan: SearchPlan) -> tuple[list[str], str | None]:
-    rows = await db.fetch(plan.sql, *plan.args)
-    return plan.page([str(row[0]) for row in rows])
+    """Return a page by the general query, after checking that a search sorted by a metric
+    walks to the same runs: the page's runs with a number for the metric, in its order."""
+    rows = [str(row[0]) for row in await db.fetch(plan.sql, *plan.args)]
+    if plan.walk is not None:
+        key = plan.walk.args[1]
+        numbers = {
+            row[0]
+            for row in await db.fetch(
+                "SELECT run_id FROM latest_metrics WHERE key = $1 AND value <> 'NaN'", key
+            )
+        }
+        walked = [str(row[0]) for row in await db.fetch(plan.walk.sql, *plan.walk.args)]
+        assert walked == [run for run in rows if run in numbers]
+    return plan.page(rows)
 
 
 async def runs(
@@ -278,6 +290,24 @@ async def test_pages_walk_the_whole_order(
     assert seen == expected
     # an exactly full last page carries no token: 5 runs in pages of 5 is one page
     assert pages == math.ceil(len(expected) / page_size)
+
+
+async def test_a_latest_value_written_without_its_experiment_gets_its_runs(
+    db: asyncpg.Connection,
+) -> None:
+    # The fixture wrote latest values as a hand edit would, without the experiment the metric
+    # walk reads (migration 0012); the projector writes it itself.
+    rows = await db.fetch("SELECT DISTINCT run_id, experiment_id FROM latest_metrics")
+    runs_experiment = {run[0]: run[1] for run in RUNS}
+    assert {row[0]: row[1] for row in rows} == {m[0]: runs_experiment[m[0]] for m in METRICS}
+    await db.execute(
+        "INSERT INTO latest_metrics (run_id, key, value, ts, step, experiment_id) "
+        "VALUES ('run-a', 'given', 1, 0, 0, 7), ('no-such-run', 'm', 1, 0, 0, NULL)"
+    )
+    found = await db.fetch(
+        "SELECT run_id, experiment_id FROM latest_metrics WHERE key IN ('given', 'm') ORDER BY 1"
+    )
+    assert [tuple(row) for row in found] == [("no-such-run", None), ("run-a", 7)]
 
 
 async def experiments(

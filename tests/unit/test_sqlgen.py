@@ -55,7 +55,8 @@ def flat_args(plan: SearchPlan) -> list[object]:
 
 
 def assert_sql_is_clean(plan: SearchPlan) -> None:
-    """Check the SQL holds no quote, comment or statement break other than our own literals."""
+    """Check the SQL holds no quote, comment or statement break other than our own literals;
+    so must the walk along a metric, where the search has one."""
     sql = plan.sql
     for literal in _FIXED_LITERALS:
         sql = sql.replace(literal, "")
@@ -63,6 +64,8 @@ def assert_sql_is_clean(plan: SearchPlan) -> None:
         assert forbidden not in sql, (forbidden, plan.sql)
     numbers = sorted({int(n) for n in re.findall(r"\$(\d+)::", plan.sql)})
     assert numbers == list(range(1, len(plan.args) + 1))
+    if plan.walk is not None:
+        assert_sql_is_clean(plan.walk)
 
 
 def rejects(call: object, message: str) -> None:
@@ -488,3 +491,49 @@ def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
     # sorted by a metric, the search does not walk runs in their order: no memberships
     sorted_by = compile_run_search(["1"], "params.p = 'a'", None, 10, ["metrics.m"], None)
     assert sorted_by.memberships == ()
+
+
+def test_a_search_of_one_experiment_sorted_by_a_metric_walks_its_values() -> None:
+    token = encode_page_token(30)
+    plan = runs(
+        "metrics.acc > 0.9 AND params.p = 'a' AND tags.t IS NULL",
+        ["metrics.m DESC", "params.p"],
+        token,
+        max_results=10,
+    )
+    walk = plan.walk
+    assert walk is not None
+    assert_sql_is_clean(plan)
+    assert (walk.limit, walk.offset) == (plan.limit, plan.offset) == (10, 30)
+    assert walk.args[:2] == [1, "m"]
+    assert walk.args[-2:] == [11, 30]
+    assert "FROM latest_metrics AS o1\nJOIN runs AS r ON r.run_id = o1.run_id\n" in walk.sql
+    assert "WHERE o1.experiment_id = $1::bigint\n  AND o1.key = $2::text\n" in walk.sql
+    assert "AND o1.value <> 'NaN'::float8\n" in walk.sql
+    # the metric comparison is a set of the experiment's runs, tested on the walked row
+    assert (
+        "(o1.run_id IN (SELECT k.run_id FROM latest_metrics AS k WHERE k.experiment_id = "
+        "$1::bigint AND k.key = $" in walk.sql
+    )
+    assert "EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = o1.run_id" in walk.sql
+    assert "NOT EXISTS (SELECT 1 FROM tags AS k WHERE k.run_id = o1.run_id" in walk.sql
+    # numbers only, so the value alone leads; the later keys sort as in the general query
+    assert "LEFT JOIN params AS o2 ON o2.run_id = r.run_id" in walk.sql
+    order = walk.sql.split("ORDER BY ")[1].split("\n")[0]
+    assert order.startswith("o1.value DESC, (o2.value IS NULL), o2.value COLLATE")
+    assert order.endswith('r.start_time DESC, r.run_id COLLATE "C" ASC')
+
+
+@pytest.mark.parametrize(
+    ("experiment_ids", "order_by"),
+    [
+        (["1", "2"], ["metrics.m"]),  # merged per experiment instead
+        (["1"], None),
+        (["1"], ["params.p", "metrics.m"]),
+        (["1"], ["start_time"]),
+    ],
+)
+def test_only_one_experiment_sorted_by_a_metric_first_walks(
+    experiment_ids: list[str], order_by: list[str] | None
+) -> None:
+    assert compile_run_search(experiment_ids, "", None, 10, order_by, None).walk is None
