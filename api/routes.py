@@ -65,7 +65,11 @@ _PIN_SCHEMA = "LOCK TABLE runs IN ACCESS SHARE MODE"
 # and after five executions PostgreSQL may switch it to a generic plan made for no value in
 # particular; that plan expected 5 runs for every tag value and took 300 ms where the value's
 # own plan took 15. Planning each search for its values costs about a millisecond.
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+# A membership test (`sqlgen._member`) is a hashed set only while PostgreSQL expects the set to
+# fit in work_mem (times hash_mem_multiplier); past that it rescans the matching runs for every
+# walked run. 32 MB keeps sets of ~700k runs hashed (~90 bytes a run by its estimate); a search
+# takes only what it uses.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '32MB'"
 # A read opens in one round trip (the simple protocol runs the statements in turn).
 _OPEN_READ = f"{_BEGIN}; {_PIN_SCHEMA}"
 _OPEN_SEARCH = f"{_BEGIN}; {_PIN_SCHEMA}; {_CUSTOM_PLANS}"

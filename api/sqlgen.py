@@ -1,4 +1,5 @@
-"""Compile a SearchRuns or SearchExperiments request into one parameterised asyncpg query.
+"""Compile a SearchRuns or SearchExperiments request into one parameterised asyncpg query
+(a run search sorted by a metric, into two: `_metric_walk`).
 
 Every user value and every user key travels as a `$n` parameter; column names come only from
 the whitelists below. The query selects ids in order and fetches one row more than a page, so
@@ -58,6 +59,9 @@ _NAN = "'NaN'::float8"
 _PREFIX_INDEXED = frozenset({"params", "tags"})
 _PREFIX = 200
 _RUN = "r.run_id"
+# A metric walk needs each metric comparison of its filter met by this many runs of the
+# experiment per run of the page (see `_metric_walk`).
+_WALK_SHARE = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +213,7 @@ def _keyed(
         test = _exists(table, "k", link, conditions)
         return test if pred.negated else f"NOT {test}"
     if isinstance(pred, NumberCompare):
-        conditions.append(_compare("k.value", pred.op, bind(float(pred.value), "float8")))
-        # PostgreSQL orders NaN above every number and says NaN = NaN; MLflow lets a NaN
-        # metric satisfy only `!=`, which `<>` already does for a non-NaN literal
-        if pred.op != "!=":
-            conditions.append(f"k.value <> {_NAN}")
+        conditions += _number_conditions(pred, bind)
         if scope is not None and table == "latest_metrics":
             run, experiment = scope
             return _member(table, [f"k.experiment_id = {experiment}", *conditions], run)
@@ -235,6 +235,16 @@ def _keyed(
         if member:
             return _member(table, conditions)
     return _exists(table, "k", link, conditions)
+
+
+def _number_conditions(pred: NumberCompare, bind: _Binder) -> list[str]:
+    """Return the conditions on `k.value` of a numeric comparison."""
+    conditions = [_compare("k.value", pred.op, bind(float(pred.value), "float8"))]
+    # PostgreSQL orders NaN above every number and says NaN = NaN; MLflow lets a NaN metric
+    # satisfy only `!=`, which `<>` already does for a non-NaN literal
+    if pred.op != "!=":
+        conditions.append(f"k.value <> {_NAN}")
+    return conditions
 
 
 def _run_predicate(
@@ -403,13 +413,37 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
     stops at the page; the general query would find every run passing the filter, look its
     value up and sort them all. A metric comparison in the filter is tested against the set of
     the experiment's runs meeting it, built once from the same index, on the walked row itself,
-    before the run is read; params, tags and the rest stay as PostgreSQL plans them."""
+    before the run is read; params, tags and the rest stay as PostgreSQL plans them.
+
+    A metric comparison that few of the experiment's runs meet would make the walk read every
+    value of the experiment, where the general query starts from that comparison's index. So
+    the walk runs only if each is met by `_WALK_SHARE` runs per run the page needs, counted up
+    to that many first (an index range of the experiment); else it finds nothing at once and
+    the general query answers."""
     bind = _Binder()
     first = ordering[0]
     scope = ("o1.run_id", bind(experiment, "bigint"))
+    key = bind(first.key, "text")
+    needed = None
+    gates: list[str] = []
+    for pred in predicates:
+        if pred.entity == "metric" and isinstance(pred, NumberCompare):
+            needed = needed or bind(_WALK_SHARE * (offset + limit + 1), "bigint")
+            meeting = " AND ".join(
+                [
+                    f"k.experiment_id = {scope[1]}",
+                    f"k.key = {bind(pred.key, 'text')}",
+                    *_number_conditions(pred, bind),
+                ]
+            )
+            gates.append(
+                f"(SELECT count(*) FROM (SELECT FROM latest_metrics AS k WHERE {meeting} "
+                f"LIMIT {needed}) AS c) >= {needed}"
+            )
     where = [
+        *gates,
         f"o1.experiment_id = {scope[1]}",
-        f"o1.key = {bind(first.key, 'text')}",
+        f"o1.key = {key}",
         f"o1.value <> {_NAN}",
         f"r.experiment_id = {scope[1]}",
         f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",

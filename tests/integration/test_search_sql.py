@@ -7,7 +7,7 @@ import math
 import asyncpg
 import pytest
 
-from api import queries
+from api import queries, sqlgen
 from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
 from api.tokens import encode_page_token
 
@@ -112,7 +112,12 @@ async def fetch(db: asyncpg.Connection, plan: SearchPlan) -> tuple[list[str], st
             )
         }
         walked = [str(row[0]) for row in await db.fetch(plan.walk.sql, *plan.walk.args)]
-        assert walked == [run for run in rows if run in numbers]
+        expected = [run for run in rows if run in numbers]
+        if "SELECT count(*)" in plan.walk.sql and sqlgen._WALK_SHARE > 0:
+            # a metric comparison too few runs meet stops the walk before it starts
+            assert walked in ([], expected)
+        else:
+            assert walked == expected
     return plan.page(rows)
 
 
@@ -149,67 +154,82 @@ async def test_view_types(db: asyncpg.Connection) -> None:
     assert await runs(db, view="ALL") == ["run-e", "run-b", "run-c", "run-a", "run-d"]
 
 
-@pytest.mark.parametrize(
-    ("filter_string", "expected"),
-    [
-        ("metrics.acc > 0.6", ["run-a"]),  # NaN is above every number in PostgreSQL, not here
-        ("metrics.acc >= 0.5", ["run-b", "run-a"]),
-        ("metrics.acc <= 1", ["run-b", "run-a"]),
-        ("metrics.acc = 0.5", ["run-b"]),
-        ("metrics.acc != 0.5", ["run-a", "run-d"]),  # NaN matches `!=`; run-c has no acc
-        ("metrics.loss > -1e999", ["run-b", "run-c"]),
-        ("metrics.loss < 1e999", ["run-b", "run-c"]),
-        ("metrics.acc > 0.6 AND metrics.loss != 5", ["run-a"]),
-    ],
-)
+METRIC_FILTERS = [
+    ("metrics.acc > 0.6", ["run-a"]),  # NaN is above every number in PostgreSQL, not here
+    ("metrics.acc >= 0.5", ["run-b", "run-a"]),
+    ("metrics.acc <= 1", ["run-b", "run-a"]),
+    ("metrics.acc = 0.5", ["run-b"]),
+    ("metrics.acc != 0.5", ["run-a", "run-d"]),  # NaN matches `!=`; run-c has no acc
+    ("metrics.loss > -1e999", ["run-b", "run-c"]),
+    ("metrics.loss < 1e999", ["run-b", "run-c"]),
+    ("metrics.acc > 0.6 AND metrics.loss != 5", ["run-a"]),
+]
+
+
+@pytest.mark.parametrize(("filter_string", "expected"), METRIC_FILTERS)
 async def test_metric_filters(
     db: asyncpg.Connection, filter_string: str, expected: list[str]
 ) -> None:
     assert await runs(db, filter_string) == expected
 
 
-@pytest.mark.parametrize(
-    ("filter_string", "expected"),
-    [
-        ("params.lr = '0.1'", ["run-a", "run-d"]),
-        ("params.lr != '0.1'", ["run-b"]),  # only runs that have the param
-        ("params.lr IS NULL", ["run-c"]),
-        ("params.lr IS NOT NULL", ["run-b", "run-a", "run-d"]),
-        ("params.pattern LIKE '50%'", ["run-b", "run-a"]),  # % and _ are wildcards
-        ("params.pattern LIKE '5_'", ["run-d"]),
-        ("params.path LIKE 'C:\\dir'", ["run-a"]),  # backslash is literal, not an escape
-        ("params.path = 'C:\\dir'", ["run-a"]),
-        ("params.long = '" + "v" * 300 + "1'", ["run-c"]),
-        ("params.long = '" + "v" * 300 + "2'", []),
-        ("tags.team = 'x'", ["run-a"]),  # case-sensitive
-        ("tags.team LIKE 'x'", ["run-a"]),
-        ("tags.team ILIKE 'x'", ["run-a", "run-d"]),
-        ("tags.mlflow.rootRunId = 'run-a'", ["run-b", "run-a"]),
-        ("tags.mlflow.parentRunId IS NULL", ["run-c", "run-a", "run-d"]),
-        ("tags.\"mlflow.parentRunId\" = 'run-a'", ["run-b"]),
-        ("attributes.run_name = 'beta-tag'", ["run-b"]),  # the tag, not the column
-        ("attributes.run_name = 'beta'", []),
-        ("`Run name` LIKE 'al%'", ["run-a"]),
-        ("attributes.run_name != 'zzz'", ["run-b", "run-a", "run-d"]),  # run-c has no tag
-        ("run_id IN ('run-a', 'run-d', 'nope')", ["run-a", "run-d"]),
-        ("run_id NOT IN ('run-a')", ["run-b", "run-c", "run-d"]),
-        ("attributes.status = 'FINISHED'", ["run-a", "run-d"]),
-        ("status = 'finished'", []),
-        ("status ILIKE 'fin%'", ["run-a", "run-d"]),
-        ("start_time > 100", ["run-b", "run-c"]),
-        ("created >= 200", ["run-b", "run-c"]),
-        ("start_time > 99.5", ["run-b", "run-c", "run-a"]),
-        ("start_time < 99999999999999999999", ["run-b", "run-c", "run-a", "run-d"]),
-        ("end_time != 60", ["run-c"]),  # running runs have no end_time
-        ("datasets.context = 'train'", ["run-a"]),
-        ("datasets.name IN ('ds1', 'ds2')", ["run-b", "run-a"]),
-        ("datasets.digest NOT IN ('d1')", ["run-b", "run-a"]),
-        ("datasets.name = 'ds2' AND datasets.context = 'train'", ["run-a"]),
-        ("params.lr = '0.1' AND tags.team = 'X' AND metrics.acc != 0", ["run-d"]),
-    ],
-)
+FILTERS = [
+    ("params.lr = '0.1'", ["run-a", "run-d"]),
+    ("params.lr != '0.1'", ["run-b"]),  # only runs that have the param
+    ("params.lr IS NULL", ["run-c"]),
+    ("params.lr IS NOT NULL", ["run-b", "run-a", "run-d"]),
+    ("params.pattern LIKE '50%'", ["run-b", "run-a"]),  # % and _ are wildcards
+    ("params.pattern LIKE '5_'", ["run-d"]),
+    ("params.path LIKE 'C:\\dir'", ["run-a"]),  # backslash is literal, not an escape
+    ("params.path = 'C:\\dir'", ["run-a"]),
+    ("params.long = '" + "v" * 300 + "1'", ["run-c"]),
+    ("params.long = '" + "v" * 300 + "2'", []),
+    ("tags.team = 'x'", ["run-a"]),  # case-sensitive
+    ("tags.team LIKE 'x'", ["run-a"]),
+    ("tags.team ILIKE 'x'", ["run-a", "run-d"]),
+    ("tags.mlflow.rootRunId = 'run-a'", ["run-b", "run-a"]),
+    ("tags.mlflow.parentRunId IS NULL", ["run-c", "run-a", "run-d"]),
+    ("tags.\"mlflow.parentRunId\" = 'run-a'", ["run-b"]),
+    ("attributes.run_name = 'beta-tag'", ["run-b"]),  # the tag, not the column
+    ("attributes.run_name = 'beta'", []),
+    ("`Run name` LIKE 'al%'", ["run-a"]),
+    ("attributes.run_name != 'zzz'", ["run-b", "run-a", "run-d"]),  # run-c has no tag
+    ("run_id IN ('run-a', 'run-d', 'nope')", ["run-a", "run-d"]),
+    ("run_id NOT IN ('run-a')", ["run-b", "run-c", "run-d"]),
+    ("attributes.status = 'FINISHED'", ["run-a", "run-d"]),
+    ("status = 'finished'", []),
+    ("status ILIKE 'fin%'", ["run-a", "run-d"]),
+    ("start_time > 100", ["run-b", "run-c"]),
+    ("created >= 200", ["run-b", "run-c"]),
+    ("start_time > 99.5", ["run-b", "run-c", "run-a"]),
+    ("start_time < 99999999999999999999", ["run-b", "run-c", "run-a", "run-d"]),
+    ("end_time != 60", ["run-c"]),  # running runs have no end_time
+    ("datasets.context = 'train'", ["run-a"]),
+    ("datasets.name IN ('ds1', 'ds2')", ["run-b", "run-a"]),
+    ("datasets.digest NOT IN ('d1')", ["run-b", "run-a"]),
+    ("datasets.name = 'ds2' AND datasets.context = 'train'", ["run-a"]),
+    ("params.lr = '0.1' AND tags.team = 'X' AND metrics.acc != 0", ["run-d"]),
+]
+
+
+@pytest.mark.parametrize(("filter_string", "expected"), FILTERS)
 async def test_filters(db: asyncpg.Connection, filter_string: str, expected: list[str]) -> None:
     assert await runs(db, filter_string) == expected
+
+
+@pytest.mark.parametrize("order_by", [["metrics.loss"], ["metrics.acc DESC", "params.lr"]])
+@pytest.mark.parametrize(("filter_string", "expected"), METRIC_FILTERS + FILTERS)
+async def test_filters_sorted_by_a_metric_find_the_same_runs(
+    db: asyncpg.Connection,
+    filter_string: str,
+    expected: list[str],
+    order_by: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # sorted by a metric, one experiment's search also walks the metric (`fetch` checks it),
+    # here whatever share of runs its metric comparisons meet
+    monkeypatch.setattr(sqlgen, "_WALK_SHARE", 0)
+    assert sorted(await runs(db, filter_string, order_by)) == sorted(expected)
 
 
 @pytest.mark.parametrize(
@@ -308,6 +328,97 @@ async def test_a_latest_value_written_without_its_experiment_gets_its_runs(
         "SELECT run_id, experiment_id FROM latest_metrics WHERE key IN ('given', 'm') ORDER BY 1"
     )
     assert [tuple(row) for row in found] == [("no-such-run", None), ("run-a", 7)]
+
+
+class _Recorder:
+    """A connection that records the statements run through it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.statements = conn, list[str]()
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        self.statements.append(sql)
+        return await self.conn.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: object) -> str:
+        return await self.conn.execute(sql, *args)
+
+
+async def add_sorted_runs(db: asyncpg.Connection) -> None:
+    """Fill experiment 5 with losses that tie, NaN, a run without one and a deleted run."""
+    runs_5 = [  # run_id, start_time, loss (None: no loss), rank tag
+        ("t1", 10, 1.0, "b"),
+        ("t2", 20, 1.0, "b"),
+        ("t3", 20, 1.0, "a"),
+        ("t4", 5, -0.0, "a"),
+        ("t5", 6, 0.0, "b"),
+        ("t6", 30, NAN, "a"),
+        ("t7", 40, None, "a"),
+    ]
+    await db.executemany(
+        "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, "
+        "artifact_uri, lifecycle_stage, root_run_id) "
+        "VALUES ($1, 5, $1, 'u', 'FINISHED', $2, 'file:///a', 'active', $1)",
+        [(run, start) for run, start, _, _ in runs_5] + [("t8", 50)],
+    )
+    await db.executemany(
+        "INSERT INTO latest_metrics (run_id, key, value, ts, step) VALUES ($1, 'loss', $2, 0, 0)",
+        [(run, loss) for run, _, loss, _ in runs_5 if loss is not None] + [("t8", 0.5)],
+    )
+    await db.executemany(
+        "INSERT INTO tags (run_id, key, value) VALUES ($1, 'rank', $2)",
+        [(run, rank) for run, _, _, rank in runs_5],
+    )
+    await db.execute("UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = 't8'")
+
+
+@pytest.mark.parametrize(
+    ("order_by", "expected"),
+    [
+        # -0.0 = 0.0 and the three 1.0 tie: start_time DESC, then run_id, decide
+        (["metrics.loss"], ["t5", "t4", "t2", "t3", "t1", "t6", "t7"]),
+        (["metrics.loss DESC"], ["t2", "t3", "t1", "t5", "t4", "t6", "t7"]),
+        (["metrics.loss DESC", "tags.rank"], ["t3", "t2", "t1", "t4", "t5", "t6", "t7"]),
+    ],
+)
+@pytest.mark.parametrize("page_size", [1, 2, 3, 7])
+async def test_pages_sorted_by_a_metric_walk_ties_nan_and_missing_values_in_order(
+    db: asyncpg.Connection, order_by: list[str], expected: list[str], page_size: int
+) -> None:
+    await add_sorted_runs(db)
+    recorder = _Recorder(db)
+    seen: list[str] = []
+    token: str | None = None
+    async with db.transaction():
+        while True:
+            plan = compile_run_search(["5"], "", None, page_size, order_by, token)
+            ids, token = await queries.search_ids(recorder, plan)  # type: ignore[arg-type]
+            seen += ids
+            assert plan.walk is not None
+            # a page of runs with a loss is the walk's alone; one reaching NaN asks both
+            walked_only = len(seen) <= 4  # the walk found this page and one run more
+            assert recorder.statements[-1] == (plan.walk.sql if walked_only else plan.sql)
+            if token is None:
+                break
+    assert seen == expected
+
+
+@pytest.mark.parametrize(("share", "walks"), [(20, False), (1, True)])
+async def test_a_metric_comparison_few_runs_meet_skips_the_walk(
+    db: asyncpg.Connection, share: int, walks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a page of 1 needs 2 runs; `loss > 0.5` is met by 3 active ones (and t8, deleted)
+    monkeypatch.setattr(sqlgen, "_WALK_SHARE", share)
+    await add_sorted_runs(db)
+    recorder = _Recorder(db)
+    plan = compile_run_search(["5"], "metrics.loss > 0.5", None, 1, ["metrics.loss"], None)
+    assert plan.walk is not None
+    async with db.transaction():
+        ids, token = await queries.search_ids(recorder, plan)  # type: ignore[arg-type]
+        walked = await db.fetch(plan.walk.sql, *plan.walk.args)
+    assert (ids, token) == (["t2"], encode_page_token(1))
+    assert [row[0] for row in walked] == (["t2", "t3"] if walks else [])
+    assert recorder.statements == ([plan.walk.sql] if walks else [plan.walk.sql, plan.sql])
 
 
 async def experiments(

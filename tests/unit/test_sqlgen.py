@@ -508,7 +508,18 @@ def test_a_search_of_one_experiment_sorted_by_a_metric_walks_its_values() -> Non
     assert walk.args[:2] == [1, "m"]
     assert walk.args[-2:] == [11, 30]
     assert "FROM latest_metrics AS o1\nJOIN runs AS r ON r.run_id = o1.run_id\n" in walk.sql
-    assert "WHERE o1.experiment_id = $1::bigint\n  AND o1.key = $2::text\n" in walk.sql
+    # a gate first: the comparison must be met by 20 runs for each of the 41 the page needs
+    gate = (
+        "WHERE (SELECT count(*) FROM (SELECT FROM latest_metrics AS k WHERE k.experiment_id = "
+        "$1::bigint AND k.key = $4::text AND k.value > $5::float8 AND k.value <> 'NaN'::float8 "
+        "LIMIT $3::bigint) AS c) >= $3::bigint\n"
+    )
+    assert gate in walk.sql
+    assert walk.args[2:5] == [20 * 41, "acc", 0.9]
+    ungated = runs("params.p = 'a'", ["metrics.m"]).walk
+    assert ungated is not None
+    assert "count(*)" not in ungated.sql
+    assert "\n  AND o1.experiment_id = $1::bigint\n  AND o1.key = $2::text\n" in walk.sql
     assert "AND o1.value <> 'NaN'::float8\n" in walk.sql
     # the metric comparison is a set of the experiment's runs, tested on the walked row
     assert (
