@@ -71,7 +71,8 @@ FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
     AS e(run_id, key, value, ts, step)
 LEFT JOIN runs AS r ON r.run_id = e.run_id
 ON CONFLICT (run_id, key) DO UPDATE
-    SET value = EXCLUDED.value, ts = EXCLUDED.ts, step = EXCLUDED.step
+    SET value = EXCLUDED.value, ts = EXCLUDED.ts, step = EXCLUDED.step,
+        experiment_id = coalesce(l.experiment_id, EXCLUDED.experiment_id)
     -- float8 comparison is NaN-aware: NaN = NaN and NaN > every number (MLflow's max)
     WHERE (EXCLUDED.step, EXCLUDED.ts, EXCLUDED.value) > (l.step, l.ts, l.value)
 """
