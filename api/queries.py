@@ -225,12 +225,8 @@ async def search_ids(conn: asyncpg.Connection, plan: SearchPlan) -> tuple[list[A
     search fetches rows by id, for which a cached plan is as good, and planning the page's
     statements anew each time cost more than the search (1.2 ms of 2 a page). A search sorted
     by a metric tries the walk along its values first (`sqlgen._metric_walk`)."""
-    rows = None
-    if plan.walk is not None:
-        rows = await conn.fetch(plan.walk.sql, *plan.walk.args)
-        if len(rows) <= plan.limit:  # the page reaches the runs without a number to sort by
-            rows = None
-    if rows is None:
+    rows = None if plan.walk is None else await conn.fetch(plan.walk.sql, *plan.walk.args)
+    if rows is None or len(rows) <= plan.limit:  # no walk, or it did not fill the page
         rows = await conn.fetch(plan.sql, *plan.args)
     await conn.execute(_CACHED_PLANS)
     return plan.page([row[0] for row in rows])

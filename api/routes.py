@@ -70,9 +70,10 @@ _PIN_SCHEMA = "LOCK TABLE runs IN ACCESS SHARE MODE"
 # walked run. 32 MB keeps sets of ~700k runs hashed (~90 bytes a run by its estimate); a search
 # takes only what it uses.
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '32MB'"
+_PIN_SEARCH = f"{_PIN_SCHEMA}; {_CUSTOM_PLANS}"
 # A read opens in one round trip (the simple protocol runs the statements in turn).
 _OPEN_READ = f"{_BEGIN}; {_PIN_SCHEMA}"
-_OPEN_SEARCH = f"{_BEGIN}; {_PIN_SCHEMA}; {_CUSTOM_PLANS}"
+_OPEN_SEARCH = f"{_BEGIN}; {_PIN_SEARCH}"
 # Read-only: ending it either way is the same, and ROLLBACK also ends one a failed query aborted.
 _END_READ = "ROLLBACK"
 
@@ -204,7 +205,7 @@ class QueryApi:
                 else:
                     await conn.execute(_BEGIN)
                     await conn.execute(_READ_SCHEMA, f'"{as_of}"')
-                    await conn.execute(f"{_PIN_SCHEMA}; {_CUSTOM_PLANS}" if search else _PIN_SCHEMA)
+                    await conn.execute(_PIN_SEARCH if search else _PIN_SCHEMA)
                 yield conn
             finally:
                 if not conn.is_closed():

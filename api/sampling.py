@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import TypeVar
 
 import asyncpg
 
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 LEVELS = (6, 10, 14, 18, 22, 26)  # as migration 0008 counts them
+T = TypeVar("T")
 
 
 def sample_indices(total: int, max_results: int) -> list[int]:
@@ -208,8 +210,6 @@ class _Series:
     level: int
     blocks: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)
-    # set for a consecutive series: its points are found by step, without the block counts
-    extent: Extent | None = None
 
 
 async def sample(
@@ -230,17 +230,18 @@ async def sample(
         totals[row["run_id"]] = row["points"]
         if row["min_step"] is not None:
             extents[row["run_id"]] = Extent(row["min_step"], row["max_step"], row["unique_steps"])
-    small: list[str] = []
-    large: dict[str, _Series] = {}
+    small: list[str] = []  # read whole
+    counted: dict[str, _Series] = {}  # found through their block counts
+    consecutive: dict[str, Extent] = {}  # found by step, without the block counts
     for run_id in (r for r in distinct if r in totals):
         extent = extents.get(run_id)
         if extent is not None and extent.consecutive(totals[run_id]):
             if probing_pays(totals[run_id], max_results):
-                large[run_id] = _Series(0, extent=extent)
+                consecutive[run_id] = extent
             else:
                 small.append(run_id)
         elif (level := choose_level(counts[run_id], totals[run_id], max_results)) is not None:
-            large[run_id] = _Series(level)
+            counted[run_id] = _Series(level)
         else:
             small.append(run_id)
     by_run: dict[str, list[MetricWithRunId]] = {}
@@ -251,11 +252,9 @@ async def sample(
         for run_id, rows in whole.items():
             kept = sample_indices(len(rows), max_results)
             by_run[run_id] = [_point(key, run_id, rows[i]) for i in kept]
-    counted = {r: s for r, s in large.items() if s.extent is None}
     if counted:
         await _read_blocks(conn, key, window, counted)
         by_run.update(await _probe(conn, key, window, counted, max_results))
-    consecutive = {r: s.extent for r, s in large.items() if s.extent is not None}
     if consecutive:
         by_run.update(await _by_step(conn, key, window, consecutive, max_results))
     return [point for run_id in run_ids for point in by_run.get(run_id, ())]
@@ -299,12 +298,10 @@ async def _probe(
     series: dict[str, _Series],
     max_results: int,
 ) -> dict[str, list[MetricWithRunId]]:
-    owners: list[str] = []
-    probes: list[Probe] = []
-    for run_id, s in series.items():
-        found = locate(s.level, s.blocks, s.points, window, max_results) if s.blocks else []
-        owners += [run_id] * len(found)
-        probes += found
+    owners, probes = _owned(
+        (run_id, locate(s.level, s.blocks, s.points, window, max_results) if s.blocks else [])
+        for run_id, s in series.items()
+    )
     if not probes:
         return {}
     rows = await conn.fetch(
@@ -325,15 +322,23 @@ async def _by_step(
     series: dict[str, Extent],
     max_results: int,
 ) -> dict[str, list[MetricWithRunId]]:
-    owners: list[str] = []
-    steps: list[int] = []
-    for run_id, extent in series.items():
-        kept = consecutive_steps(extent, window, max_results)
-        owners += [run_id] * len(kept)
-        steps += kept
+    owners, steps = _owned(
+        (run_id, consecutive_steps(extent, window, max_results))
+        for run_id, extent in series.items()
+    )
     if not steps:
         return {}
     return _by_run(key, await conn.fetch(_BY_STEP, owners, key, steps))
+
+
+def _owned(per_run: Iterable[tuple[str, list[T]]]) -> tuple[list[str], list[T]]:
+    """Flatten each run's items into one list, beside a list of the run each item belongs to."""
+    owners: list[str] = []
+    items: list[T] = []
+    for run_id, found in per_run:
+        owners += [run_id] * len(found)
+        items += found
+    return owners, items
 
 
 def _by_run(key: str, rows: Sequence[asyncpg.Record]) -> dict[str, list[MetricWithRunId]]:

@@ -193,19 +193,9 @@ def _member(table: str, conditions: list[str], run: str = _RUN) -> str:
     return f"({run} IN (SELECT k.run_id FROM {table} AS k WHERE {where})) IS TRUE"
 
 
-def _keyed(
-    pred: Predicate,
-    table: str,
-    link: str,
-    bind: _Binder,
-    *,
-    member: bool = False,
-    scope: tuple[str, str] | None = None,
-) -> str:
+def _keyed(pred: Predicate, table: str, link: str, bind: _Binder, *, member: bool = False) -> str:
     """Compile a predicate on a key-value table (metrics, params, tags, experiment tags);
-    `member` compiles a param or tag equality as a membership test (`_member`), `scope` (the
-    run column and the experiment's placeholder) a metric comparison as the set of matching
-    runs of one experiment (`_metric_walk`)."""
+    `member` compiles a param or tag equality as a membership test (`_member`)."""
     if isinstance(pred, InList):
         raise invalid_parameter(f"Unsupported list comparison on key '{pred.key}'")
     conditions = [f"k.key = {bind(pred.key, 'text')}"]
@@ -214,9 +204,6 @@ def _keyed(
         return test if pred.negated else f"NOT {test}"
     if isinstance(pred, NumberCompare):
         conditions += _number_conditions(pred, bind)
-        if scope is not None and table == "latest_metrics":
-            run, experiment = scope
-            return _member(table, [f"k.experiment_id = {experiment}", *conditions], run)
     else:
         value = bind(pred.value, "text")
         if pred.op == "=" and table in _PREFIX_INDEXED:
@@ -247,18 +234,11 @@ def _number_conditions(pred: NumberCompare, bind: _Binder) -> list[str]:
     return conditions
 
 
-def _run_predicate(
-    pred: Predicate,
-    bind: _Binder,
-    *,
-    member: bool = False,
-    scope: tuple[str, str] | None = None,
-) -> str:
-    """Compile a run predicate; `scope` (see `_keyed`) also names the run column to link."""
-    link = f"run_id = {scope[0] if scope else _RUN}"
+def _run_predicate(pred: Predicate, bind: _Binder, *, member: bool = False, run: str = _RUN) -> str:
+    """Compile a run predicate on the run whose id is the column `run`."""
+    link = f"run_id = {run}"
     if pred.entity in _KEYED_TABLES:
-        table = _KEYED_TABLES[pred.entity]
-        return _keyed(pred, table, link, bind, member=member, scope=scope)
+        return _keyed(pred, _KEYED_TABLES[pred.entity], link, bind, member=member)
     if pred.entity == "dataset":
         column = _DATASET_COLUMNS[pred.key]
         if isinstance(pred, InList):
@@ -422,32 +402,33 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
     the general query answers."""
     bind = _Binder()
     first = ordering[0]
-    scope = ("o1.run_id", bind(experiment, "bigint"))
+    walked = "o1.run_id"
+    scope = bind(experiment, "bigint")
     key = bind(first.key, "text")
     needed = None
     gates: list[str] = []
-    for pred in predicates:
+    tests: dict[int, str] = {}  # each metric comparison's membership test, by predicate
+    for i, pred in enumerate(predicates):
         if pred.entity == "metric" and isinstance(pred, NumberCompare):
             needed = needed or bind(_WALK_SHARE * (offset + limit + 1), "bigint")
-            meeting = " AND ".join(
-                [
-                    f"k.experiment_id = {scope[1]}",
-                    f"k.key = {bind(pred.key, 'text')}",
-                    *_number_conditions(pred, bind),
-                ]
-            )
+            meeting = [
+                f"k.experiment_id = {scope}",
+                f"k.key = {bind(pred.key, 'text')}",
+                *_number_conditions(pred, bind),
+            ]
             gates.append(
-                f"(SELECT count(*) FROM (SELECT FROM latest_metrics AS k WHERE {meeting} "
-                f"LIMIT {needed}) AS c) >= {needed}"
+                "(SELECT count(*) FROM (SELECT FROM latest_metrics AS k WHERE "
+                f"{' AND '.join(meeting)} LIMIT {needed}) AS c) >= {needed}"
             )
+            tests[i] = _member("latest_metrics", meeting, walked)
     where = [
         *gates,
-        f"o1.experiment_id = {scope[1]}",
+        f"o1.experiment_id = {scope}",
         f"o1.key = {key}",
         f"o1.value <> {_NAN}",
-        f"r.experiment_id = {scope[1]}",
+        f"r.experiment_id = {scope}",
         f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
-        *(_run_predicate(p, bind, scope=scope) for p in predicates),
+        *(tests.get(i) or _run_predicate(p, bind, run=walked) for i, p in enumerate(predicates)),
     ]
     joins, terms = _run_order(ordering[1:], bind, start=2)
     sql = "\n".join(

@@ -33,12 +33,10 @@ class Peer:
         self.name, self.base, self.headers = name, url + API, headers or {}
 
     async def search(self, http: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
-        async with http.post(f"{self.base}/runs/search", json=body, headers=self.headers) as resp:
-            return _answer(resp.status, await resp.read(), "runs/search")
+        return _parsed(await self._read(http, "runs/search", body=body))
 
     async def get(self, http: aiohttp.ClientSession, path: str, params: Any) -> dict[str, Any]:
-        async with http.get(f"{self.base}/{path}", params=params, headers=self.headers) as resp:
-            return _answer(resp.status, await resp.read(), path)
+        return _parsed(await self._read(http, path, params=params))
 
     async def fetch(
         self, http: aiohttp.ClientSession, path: str, *, params: Any = None, body: Any = None
@@ -48,6 +46,12 @@ class Peer:
         For the timed loops: the load generator shares the machine with the peers, and parsing
         every answer it discards took a quarter of the CPU a search page cost (it parsed
         ~100 KB of JSON), CPU both peers' requests then waited for."""
+        return len(await self._read(http, path, params=params, body=body))
+
+    async def _read(
+        self, http: aiohttp.ClientSession, path: str, *, params: Any = None, body: Any = None
+    ) -> bytes:
+        """GET (or POST `body` to) a path; return the answer's bytes, or raise unless 200."""
         url = f"{self.base}/{path}"
         if body is None:
             request = http.get(url, params=params, headers=self.headers)
@@ -57,12 +61,10 @@ class Peer:
             data = await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{path} {resp.status}: {data[:200]!r}")
-            return len(data)
+            return data
 
 
-def _answer(status: int, data: bytes, path: str) -> dict[str, Any]:
-    if status != 200:
-        raise RuntimeError(f"{path} {status}: {data[:200]!r}")
+def _parsed(data: bytes) -> dict[str, Any]:
     answer: dict[str, Any] = json.loads(data) if data else {}
     return answer
 
