@@ -26,7 +26,7 @@ from api.schemas import (
     run_inputs,
     wire_double,
 )
-from api.sqlgen import SearchPlan
+from api.sqlgen import Membership, SearchPlan
 from api.tokens import HistoryPage, encode_history_token
 
 __all__ = [
@@ -195,7 +195,9 @@ async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: i
     A walk finds a page of `offset + limit` runs after about that many over the share of runs
     matching, in each experiment, and looks each walked run up; a membership test puts every
     matching run in a set once instead. So it pays for a middling share: not for a value so
-    rare the planner starts from its index, nor one so common a page is found at once."""
+    rare the planner starts from its index, nor one so common a page is found at once. A
+    search that walks an equality's own runs (`sqlgen._driver`) walks no more of them than
+    that equality has."""
     if not plan.memberships:
         return set()
     common: dict[tuple[str, str, str], float] = {}
@@ -206,14 +208,19 @@ async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: i
             row["most_common_vals"], row["most_common_freqs"], strict=True
         ):
             common[(row["tablename"], key, prefix)] = share * row["rows"]
+
+    def matching(member: Membership) -> float:
+        return common.get((member.table, member.key, member.value[:200]), 0.0)
+
     walked = plan.offset + plan.limit + 1
+    walkable = runs if plan.driver is None else matching(plan.driver)
     chosen = set()
     for member in plan.memberships:
-        matching = common.get((member.table, member.key, member.value[:200]), 0.0)
-        if runs <= 0 or matching < _FEW_MATCHES:
+        if runs <= 0 or matching(member) < _FEW_MATCHES:
             continue
-        walk = experiments * walked * runs / matching  # runs walked over all experiments
-        if matching * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
+        # runs walked over all experiments
+        walk = experiments * min(walked * runs / matching(member), walkable)
+        if matching(member) * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
             chosen.add(member.index)
     return chosen
 

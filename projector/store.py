@@ -126,10 +126,18 @@ ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
 """
 
+# Each row carries its run's experiment, start time and lifecycle stage (migration 0013), kept
+# on an update; a tag stored before its run gets them when the run arrives.
 _TAGS_SET = """
-INSERT INTO tags (run_id, key, value)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value
+INSERT INTO tags AS t (run_id, key, value, experiment_id, start_time, lifecycle_stage)
+SELECT d.run_id, d.key, d.value, r.experiment_id, r.start_time, r.lifecycle_stage
+FROM unnest($1::text[], $2::text[], $3::text[]) AS d(run_id, key, value)
+LEFT JOIN runs AS r ON r.run_id = d.run_id
+ON CONFLICT (run_id, key) DO UPDATE
+    SET value = EXCLUDED.value,
+        experiment_id = coalesce(t.experiment_id, EXCLUDED.experiment_id),
+        start_time = coalesce(t.start_time, EXCLUDED.start_time),
+        lifecycle_stage = coalesce(t.lifecycle_stage, EXCLUDED.lifecycle_stage)
 """
 
 _TAGS_DELETE = """

@@ -91,8 +91,9 @@ updated AS (
       AND (r.root_run_id, r.depth) IS DISTINCT FROM (s.root_run_id, s.depth)
     RETURNING r.run_id
 )
-INSERT INTO tags AS t (run_id, key, value)
-SELECT s.run_id, $2, s.root_run_id FROM resolved AS s
+INSERT INTO tags AS t (run_id, key, value, experiment_id, start_time, lifecycle_stage)
+SELECT s.run_id, $2, s.root_run_id, r.experiment_id, r.start_time, r.lifecycle_stage
+FROM resolved AS s JOIN runs AS r ON r.run_id = s.run_id
 ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value
     WHERE t.value IS DISTINCT FROM EXCLUDED.value
 RETURNING t.run_id

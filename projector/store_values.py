@@ -23,9 +23,12 @@ __all__ = ["columns", "write_values"]
 
 log = structlog.get_logger(__name__)
 
+# Each row carries its run's experiment, start time and lifecycle stage (migration 0013).
 _PARAMS = """
-INSERT INTO params (run_id, key, value)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+INSERT INTO params (run_id, key, value, experiment_id, start_time, lifecycle_stage)
+SELECT p.run_id, p.key, p.value, r.experiment_id, r.start_time, r.lifecycle_stage
+FROM unnest($1::text[], $2::text[], $3::text[]) AS p(run_id, key, value)
+LEFT JOIN runs AS r ON r.run_id = p.run_id
 ON CONFLICT (run_id, key) DO NOTHING
 """
 

@@ -267,11 +267,27 @@ _DOCUMENT_ROWS = {
     "datasets": "SELECT run_id, name, digest, source_type, source, schema, profile, "
     "tags::text AS tags FROM run_dataset_inputs",
     "models": "SELECT run_id, model_id FROM run_model_inputs",
-    # the experiment each latest value carries for searches sorted by a metric (migration 0012)
-    "latest": "SELECT l.run_id, l.key, l.experiment_id, r.experiment_id AS expected "
-    "FROM latest_metrics AS l JOIN runs AS r USING (run_id) "
-    "WHERE l.experiment_id IS DISTINCT FROM r.experiment_id",
 }
+# What rows carry of their run for searches: the experiment of each latest value (migration
+# 0012), the experiment, start time and stage of each param and tag (0013); the rows that differ.
+_RUN_COPIES = {
+    "latest_metrics": ("experiment_id",),
+    "params": ("experiment_id", "start_time", "lifecycle_stage"),
+    "tags": ("experiment_id", "start_time", "lifecycle_stage"),
+}
+
+
+def _copies_differing(table: str, columns: tuple[str, ...]) -> str:
+    stored = "ROW(" + ", ".join(f"c.{name}" for name in columns) + ")"
+    expected = "ROW(" + ", ".join(f"r.{name}" for name in columns) + ")"
+    return (
+        f"SELECT c.run_id, c.key, {stored}::text AS stored, {expected}::text AS expected "
+        f"FROM {table} AS c JOIN runs AS r USING (run_id) "
+        f"WHERE {stored} IS DISTINCT FROM {expected}"
+    )
+
+
+_DOCUMENT_ROWS |= {f"{t}_copies": _copies_differing(t, c) for t, c in _RUN_COPIES.items()}
 
 
 def _expected_documents(rows: Mapping[str, list[asyncpg.Record]]) -> dict[str, tuple[Any, Any]]:
@@ -306,7 +322,7 @@ def _expected_documents(rows: Mapping[str, list[asyncpg.Record]]) -> dict[str, t
 
 async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, Any]]:
     """Return (run id, stored, expected) for every run whose documents differ from its rows,
-    and for every latest metric value whose experiment is not its run's."""
+    and for every latest value, param and tag whose copy of its run's columns differs."""
     async with db.transaction(isolation="repeatable_read", readonly=True):
         rows = {name: list(await db.fetch(sql)) for name, sql in _DOCUMENT_ROWS.items()}
     expected = _expected_documents(rows)
@@ -319,6 +335,7 @@ async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, An
         )
         if stored != expected[run["run_id"]]:
             wrong.append((run["run_id"], stored, expected[run["run_id"]]))
-    for row in rows["latest"]:
-        wrong.append((row["run_id"], (row["key"], row["experiment_id"]), row["expected"]))
+    for table in _RUN_COPIES:
+        for row in rows[table + "_copies"]:
+            wrong.append((row["run_id"], (table, row["key"], row["stored"]), row["expected"]))
     return wrong

@@ -330,6 +330,39 @@ async def test_a_latest_value_written_without_its_experiment_gets_its_runs(
     assert [tuple(row) for row in found] == [("no-such-run", None), ("run-a", 7)]
 
 
+async def test_a_walked_equality_keeps_up_with_its_runs(db: asyncpg.Connection) -> None:
+    # Params and tags carry their run's experiment, start time and stage for the walk along an
+    # equality (migration 0013): given by the projector, else filled from the run, or taken when
+    # a run stored after them arrives, and kept as the run is deleted and restored.
+    await db.execute(
+        "INSERT INTO tags (run_id, key, value) "
+        "VALUES ('run-e', 'team', 'y'), ('run-g', 'team', 'y')"
+    )
+    await db.execute("INSERT INTO params (run_id, key, value) VALUES ('run-g', 'lr', '0.01')")
+    assert await runs(db, "tags.team = 'y'", view="ALL") == ["run-e", "run-b"]
+    await db.execute(
+        "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, "
+        "artifact_uri, lifecycle_stage, root_run_id) "
+        "VALUES ('run-g', 1, 'g', 'u', 'RUNNING', 500, 'file:///a', 'active', 'run-g')"
+    )
+    assert await runs(db, "tags.team = 'y'") == ["run-g", "run-b"]
+    assert await runs(db, "params.lr = '0.01'") == ["run-g", "run-b"]
+    await db.execute("UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = 'run-b'")
+    assert await runs(db, "tags.team = 'y'") == ["run-g"]
+    assert await runs(db, "params.lr = '0.01'", view="DELETED_ONLY") == ["run-b"]
+    assert await runs(db, "tags.team = 'y'", view="DELETED_ONLY") == ["run-e", "run-b"]
+    await db.execute("UPDATE runs SET lifecycle_stage = 'active' WHERE run_id <> 'run-a'")
+    assert await runs(db, "tags.team = 'y'") == ["run-g", "run-e", "run-b"]
+    assert await runs(db, "params.lr = '0.01'") == ["run-g", "run-b"]
+    for table in ("params", "tags"):
+        differing = await db.fetchval(
+            f"SELECT count(*) FROM {table} AS c JOIN runs AS r USING (run_id) "
+            "WHERE (c.experiment_id, c.start_time, c.lifecycle_stage) "
+            "IS DISTINCT FROM (r.experiment_id, r.start_time, r.lifecycle_stage)"
+        )
+        assert differing == 0
+
+
 class _Recorder:
     """A connection that records the statements run through it."""
 
@@ -495,21 +528,34 @@ async def test_memberships_are_chosen_for_a_middling_share_of_runs(
     await read_db.copy_records_to_table("tags", records=tags, columns=["run_id", "key", "value"])
     await read_db.execute("ANALYZE runs")
     await read_db.execute("ANALYZE tags")
-    request = (
-        ["5", "6"],
-        "tags.team = 'common' AND tags.rare = 'yes' AND tags.`mlflow.user` = 'u'",
-        None,
-        100,
-        None,
-        None,
-    )
-    plan = compile_run_search(*request)
-    assert [m.key for m in plan.memberships] == ["team", "rare", "mlflow.user"]
-    # common: 4,000 matches are cheaper put in a set than looked up along the walk; rare: the
-    # planner starts from its index; every run: a page is found at once
-    assert await queries.memberships(read_db, plan, 2) == {0}
-    chosen = compile_run_search(*request, [0])
-    assert await fetch(read_db, chosen) == await fetch(read_db, plan)
+    everyone, team, rare = "tags.`mlflow.user` = 'u'", "tags.team = 'common'", "tags.rare = 'yes'"
+
+    async def chosen(filter_string: str, order_by: list[str] | None, rows: int) -> dict[str, str]:
+        request = (["5", "6"], filter_string, None, 100, order_by, None)
+        plan = compile_run_search(*request)
+        members = await queries.memberships(read_db, plan, 2)
+        found = await fetch(read_db, compile_run_search(*request, members))
+        assert found == await fetch(read_db, plan)
+        assert len(found[0]) == rows
+        walks = plan.driver and plan.driver.key
+        return {"walks": str(walks), **{m.key: str(m.index in members) for m in plan.memberships}}
+
+    # Walking every run in order: 4,000 matches are cheaper put in a set than looked up along
+    # the walk; the planner starts from a rare value's index; a page has every run at once.
+    by_name = ["attributes.run_name"]
+    assert await chosen(f"{team} AND {rare} AND {everyone}", by_name, 2) == {
+        "walks": "None", "team": "True", "rare": "False", "mlflow.user": "False"
+    }  # fmt: skip
+    # Newest first, the first equality's own runs are walked in order (migration 0013): a page
+    # of a common one is found after 500 of them, so the rest are looked up; walking every
+    # run's row, a common value's set pays as before.
+    assert await chosen(f"{team} AND {rare} AND {everyone}", None, 2) == {
+        "walks": "team", "rare": "False", "mlflow.user": "False"
+    }  # fmt: skip
+    assert await chosen(f"{rare} AND {team}", None, 2) == {"walks": "rare", "team": "False"}
+    assert await chosen(f"{everyone} AND {team}", None, 100) == {
+        "walks": "mlflow.user", "team": "True"
+    }  # fmt: skip
     # sorted by a metric, no search walks runs in order: nothing to choose from
     by_metric = compile_run_search(["5"], "tags.team = 'common'", None, 100, ["metrics.m"], None)
     assert by_metric.memberships == ()

@@ -27,6 +27,10 @@ from ingest.errors import MlflowError
 _FIXED_LITERALS = ("'NaN'::float8", "ESCAPE ''", 'COLLATE "C"')
 
 
+# An order no index serves: the search finds every run passing the filter, then sorts them
+BY_NAME = ["attributes.run_name"]
+
+
 def runs(
     filter_string: str = "",
     order_by: list[str] | None = None,
@@ -103,15 +107,20 @@ def test_every_run_predicate_kind_compiles_clean() -> None:
 
 
 def test_run_name_matches_the_run_name_tag() -> None:
-    plan = runs("attributes.run_name = 'my-run'")
+    plan = runs("attributes.run_name LIKE 'my-%'")
     assert "FROM tags AS k" in plan.sql
     assert "r.run_name" not in plan.sql
-    assert plan.args[2:4] == ["mlflow.runName", "my-run"]
+    assert plan.args[2:4] == ["mlflow.runName", "my-%"]
+    walked = runs("attributes.run_name = 'my-run'")  # newest first: along the tag's index
+    assert "FROM tags AS d\n" in walked.sql
+    assert "r.run_name" not in walked.sql
+    assert walked.driver is not None
+    assert (walked.driver.key, walked.driver.value) == ("mlflow.runName", "my-run")
 
 
 def test_param_and_tag_equality_use_the_prefix_index() -> None:
     long = "v" * 200
-    plan = runs(f"params.p = '{long}' AND tags.t = '{long}x' AND params.q != 'x'")
+    plan = runs(f"params.p = '{long}' AND tags.t = '{long}x' AND params.q != 'x'", BY_NAME)
     assert "k.value_prefix = left($4::text, 200) AND k.value = $4::text)" in plan.sql
     assert "k.value_prefix = left($6::text, 200) AND k.value = $6::text)" in plan.sql
     assert "k.value_prefix = left($8" not in plan.sql
@@ -120,7 +129,7 @@ def test_param_and_tag_equality_use_the_prefix_index() -> None:
 
 def test_a_value_shorter_than_the_prefix_is_decided_by_the_prefix_alone() -> None:
     # a second, redundant test on the whole value made the planner square the selectivity
-    sql = runs(f"params.p = '{'v' * 199}' AND tags.t = 'w'").sql
+    sql = runs(f"params.p = '{'v' * 199}' AND tags.t = 'w'", BY_NAME).sql
     assert "AND k.value_prefix = left($4::text, 200))" in sql
     assert "AND k.value_prefix = left($6::text, 200))" in sql
     assert "k.value = $" not in sql
@@ -178,7 +187,7 @@ def test_like_and_ilike_pass_the_pattern_as_is() -> None:
 def test_a_trailing_backslash_stays_in_the_value() -> None:
     # MLflow's quoting regex reads `\'` as an escaped quote only while a later quote closes
     plan = runs("params.path = 'C:\\'")
-    assert plan.args[3] == "C:\\"
+    assert plan.args[2] == "C:\\"
 
 
 def test_start_time_order_is_not_repeated() -> None:
@@ -476,21 +485,89 @@ def test_compile_raises_only_mlflow_errors(
 
 
 def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
-    plan = runs("params.p = 'a' AND tags.t != 'b' AND attributes.run_name = 'n' AND metrics.m > 1")
+    plan = runs(
+        "params.p = 'a' AND tags.t != 'b' AND attributes.run_name = 'n' AND metrics.m > 1", BY_NAME
+    )
     assert [(m.index, m.table, m.key, m.value) for m in plan.memberships] == [
         (0, "params", "p", "a"),
         (2, "tags", "mlflow.runName", "n"),
     ]
     assert "IS TRUE" not in plan.sql  # chosen by the caller only
     members = compile_run_search(
-        ["1"], "params.p = 'a' AND tags.t = 'b'", None, 10, None, None, [1]
+        ["1"], "params.p = 'a' AND tags.t = 'b'", None, 10, BY_NAME, None, [1]
     )
     assert "EXISTS (SELECT 1 FROM params AS k" in members.sql
     assert "(r.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in members.sql
     assert_sql_is_clean(members)
+    # newest first, the first equality is walked (`_driver`) and is no membership; the rest
+    # are tested on the walked row's run
+    walked = compile_run_search(["1"], "params.p = 'a' AND tags.t = 'b'", None, 10, None, None, [1])
+    assert [m.index for m in walked.memberships] == [1]
+    assert "(d.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in walked.sql
+    assert_sql_is_clean(walked)
     # sorted by a metric, the search does not walk runs in their order: no memberships
     sorted_by = compile_run_search(["1"], "params.p = 'a'", None, 10, ["metrics.m"], None)
     assert sorted_by.memberships == ()
+
+
+def test_newest_first_a_param_or_tag_equality_walks_its_own_runs() -> None:
+    plan = runs("tags.team = 'nlp' AND params.lr != '1' AND attributes.status = 'FINISHED'")
+    assert plan.sql.startswith(
+        "SELECT d.run_id\nFROM tags AS d\nLEFT JOIN runs AS r ON r.run_id = d.run_id\nWHERE "
+    )
+    where = plan.sql.split("\nWHERE ", 1)[1].split("\nORDER BY")[0].split("\n  AND ")
+    assert where[:4] == [
+        "d.key = $4::text",
+        "d.value_prefix = left($3::text, 200)",
+        "d.experiment_id = $1::bigint",
+        "d.lifecycle_stage = ANY($2::text[])",
+    ]
+    assert plan.args[:4] == [1, ["active"], "nlp", "team"]
+    # the rest of the filter, on the walked row's run; the run's own columns join it
+    assert where[4].startswith("EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = d.run_id ")
+    assert where[5] == "r.status = $7::text"
+    assert 'ORDER BY d.start_time DESC, d.run_id COLLATE "C" ASC\n' in plan.sql
+    assert "r.lifecycle_stage" not in plan.sql
+    assert "r.experiment_id" not in plan.sql  # counted twice, it halved the planner's estimate
+    assert plan.memberships == ()
+    assert_sql_is_clean(plan)
+
+
+def test_a_walked_value_longer_than_the_prefix_is_compared_whole() -> None:
+    long = "v" * 200
+    plan = runs(f"params.p = '{long}'")
+    assert "AND d.value = $3::text\n" in plan.sql
+    assert "d.value =" not in runs(f"params.p = '{long[1:]}'").sql
+
+
+def test_walked_equalities_of_several_experiments_merge_per_experiment_pages() -> None:
+    plan = compile_run_search(["1", "2"], "params.p = 'a'", None, 10, None, None)
+    assert (
+        "CROSS JOIN LATERAL (SELECT d.run_id AS run_id, d.start_time AS s0, d.run_id AS s1\n"
+        in (plan.sql)
+    )
+    assert "d.experiment_id = x.experiment_id\n" in plan.sql
+    assert plan.sql.startswith("SELECT s.run_id\n")
+    assert_sql_is_clean(plan)
+
+
+@pytest.mark.parametrize(
+    ("order_by", "walks"),
+    [
+        (None, True),
+        (["attributes.start_time ASC"], True),
+        (["start_time DESC", "attributes.run_name"], True),
+        (["attributes.end_time"], False),
+        (["metrics.m"], False),
+        (["params.p"], False),
+    ],
+)
+def test_only_an_order_starting_with_start_time_walks_an_equality(
+    order_by: list[str] | None, walks: bool
+) -> None:
+    plan = runs("params.p = 'a'", order_by)
+    assert (plan.driver is not None) == walks
+    assert ("FROM params AS d" in plan.sql) == walks
 
 
 def test_a_search_of_one_experiment_sorted_by_a_metric_walks_its_values() -> None:
