@@ -218,8 +218,8 @@ async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: i
     for member in plan.memberships:
         if runs <= 0 or matching(member) < _FEW_MATCHES:
             continue
-        # runs walked over all experiments
-        walk = experiments * min(walked * runs / matching(member), walkable)
+        # runs walked over all experiments: at most the walked equality's own
+        walk = min(experiments * walked * runs / matching(member), walkable)
         if matching(member) * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
             chosen.add(member.index)
     return chosen

@@ -474,8 +474,8 @@ def _memberships(predicates: Sequence[Predicate], ordering: Sequence[OrderKey]) 
 # The run order as a param or tag equality's index lists it (migration 0013)
 _DRIVEN_COLUMNS = {
     **_RUN_COLUMNS,
-    "start_time": ("d.start_time", False, False),
-    "run_id": ("d.run_id", True, False),
+    "start_time": ("eq.start_time", False, False),
+    "run_id": ("eq.run_id", True, False),
 }
 
 
@@ -507,14 +507,14 @@ def _driven(
     row carries its run's experiment only once the run exists (migration 0013)."""
     value = bind(driver.value, "text")
     conditions = [
-        f"d.key = {bind(driver.key, 'text')}",
-        f"d.value_prefix = left({value}, {_PREFIX})",
-        f"d.experiment_id = {experiment}",
-        f"d.lifecycle_stage = ANY({stages})",
+        f"eq.key = {bind(driver.key, 'text')}",
+        f"eq.value_prefix = left({value}, {_PREFIX})",
+        f"eq.experiment_id = {experiment}",
+        f"eq.lifecycle_stage = ANY({stages})",
     ]
     if len(driver.value) >= _PREFIX:  # else the prefix is the whole value (see `_keyed`)
-        conditions.append(f"d.value = {value}")
-    return [f"FROM {driver.table} AS d", "LEFT JOIN runs AS r ON r.run_id = d.run_id"], conditions
+        conditions.append(f"eq.value = {value}")
+    return [f"FROM {driver.table} AS eq", "LEFT JOIN runs AS r ON r.run_id = eq.run_id"], conditions
 
 
 def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed interface
@@ -548,7 +548,7 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     if driver is not None:
         memberships.remove(driver)
         source, where = _driven(driver, experiment, stage_list, bind)
-        run, columns = "d.run_id", _DRIVEN_COLUMNS
+        run, columns = "eq.run_id", _DRIVEN_COLUMNS
     eligible = {m.index for m in memberships}
     where += [
         _run_predicate(p, bind, member=i in members and i in eligible, run=run)

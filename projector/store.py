@@ -37,10 +37,22 @@ log = structlog.get_logger(__name__)
 _SET_PATH = "SELECT set_config('search_path', $1, true)"
 # A batch refreshes the documents of the runs it touched once, at its end (migration 0010): the
 # documents' triggers, which refresh them after every statement for other writers, stand aside.
+# So do the triggers copying a run's deletion or restoration to its params and tags (migration
+# 0013): a batch copies the stages of the runs it changed in one statement per table.
 _BEGIN_BATCH = (
     "SELECT set_config('search_path', $1, true), "
-    "set_config('runstream.documents', 'deferred', true)"
+    "set_config('runstream.documents', 'deferred', true), "
+    "set_config('runstream.run_copies', 'deferred', true)"
 )
+_COPY_LIFECYCLES = [
+    f"""
+UPDATE {table} AS c SET lifecycle_stage = r.lifecycle_stage
+FROM runs AS r
+WHERE r.run_id = ANY($1::text[]) AND c.run_id = r.run_id
+  AND c.lifecycle_stage IS DISTINCT FROM r.lifecycle_stage
+"""
+    for table in ("params", "tags")
+]
 _REFRESH_DOCUMENTS = "SELECT refresh_run_documents(current_schema(), $1::text[])"
 # Optional (synchronous_commit=False): rows and offsets commit atomically, so a commit lost in a
 # database crash rolls both back together and the batch is folded again from Kafka.
@@ -126,8 +138,8 @@ ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
 """
 
-# Each row carries its run's experiment, start time and lifecycle stage (migration 0013), kept
-# on an update; a tag stored before its run gets them when the run arrives.
+# Each row carries its run's experiment, start time and lifecycle stage (migration 0013), read
+# from the run on every write; a tag stored before its run gets them when the run arrives.
 _TAGS_SET = """
 INSERT INTO tags AS t (run_id, key, value, experiment_id, start_time, lifecycle_stage)
 SELECT d.run_id, d.key, d.value, r.experiment_id, r.start_time, r.lifecycle_stage
@@ -135,9 +147,9 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS d(run_id, key, value)
 LEFT JOIN runs AS r ON r.run_id = d.run_id
 ON CONFLICT (run_id, key) DO UPDATE
     SET value = EXCLUDED.value,
-        experiment_id = coalesce(t.experiment_id, EXCLUDED.experiment_id),
-        start_time = coalesce(t.start_time, EXCLUDED.start_time),
-        lifecycle_stage = coalesce(t.lifecycle_stage, EXCLUDED.lifecycle_stage)
+        experiment_id = coalesce(EXCLUDED.experiment_id, t.experiment_id),
+        start_time = coalesce(EXCLUDED.start_time, t.start_time),
+        lifecycle_stage = coalesce(EXCLUDED.lifecycle_stage, t.lifecycle_stage)
 """
 
 _TAGS_DELETE = """
@@ -305,8 +317,10 @@ class PgStore:
         await _compare_and_set(conn, moves)
         if moves:
             await conn.execute(_NOTIFY_PROJECTED)
-        if ops.lineage:
-            # Before any run row is touched, so lineage writers never wait on each other's rows.
+        if ops.lineage or _stages_changed(ops):
+            # Before any run row is touched, so lineage writers never wait on each other's rows;
+            # a deletion or restoration waits too, so the root tags lineage writes for other
+            # partitions' runs never copy a stage a concurrent batch is changing.
             await lock_lineage(conn)
         if ops.applied:
             await conn.execute(_APPLIED, list(ops.applied))
@@ -384,6 +398,15 @@ class PgStore:
             await _tag_ops(conn, fresh, _TAGS_SET, _TAGS_DELETE)
         await _tag_ops(conn, ops.tags_after, _TAGS_SET, _TAGS_DELETE)
         await _run_changes(conn, ops.run_changes_after)
+        if changed := _stages_changed(ops):
+            for statement in _COPY_LIFECYCLES:
+                await conn.execute(statement, changed)
+
+
+def _stages_changed(ops: Ops) -> list[str]:
+    """Return the runs whose lifecycle stage the ops may change."""
+    changes = (*ops.run_changes_before, *ops.run_changes_after)
+    return list({c.run_id for c in changes if c.lifecycle_stage is not None})
 
 
 def _document_runs(ops: Ops) -> set[str]:

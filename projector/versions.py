@@ -76,13 +76,14 @@ _DROP = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 _COMMENT = "COMMENT ON SCHEMA {schema} IS {text}"
 _DESCRIPTION = "SELECT obj_description(to_regnamespace($1), 'pg_namespace')"
 # Indexes no constraint or ON CONFLICT needs: a rebuild drops them and builds them once at the
-# end, in bulk, instead of maintaining them row by row (what pg_restore does too).
+# end, in bulk, instead of maintaining them row by row (what pg_restore does too). Partial ones
+# stay: they hold the few rows the projector looks for while it writes (migration 0013).
 _SECONDARY_INDEXES = """
 SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition
 FROM pg_index AS i
 JOIN pg_class AS t ON t.oid = i.indrelid
 JOIN pg_namespace AS n ON n.oid = t.relnamespace
-WHERE n.nspname = $1 AND NOT i.indisunique AND NOT i.indisprimary
+WHERE n.nspname = $1 AND NOT i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL
 ORDER BY 1
 """
 _DROP_INDEX = "DROP INDEX {name}"

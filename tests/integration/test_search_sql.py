@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import asyncpg
 import pytest
@@ -129,7 +130,8 @@ async def runs(
     experiment_ids: tuple[str, ...] = ("1",),
 ) -> list[str]:
     """Return the ids a search finds, after checking that testing every param and tag equality
-    as a membership (what `queries.memberships` may choose) finds the same ones."""
+    as a membership (what `queries.memberships` may choose) finds the same ones, and that one
+    walking an equality's runs (`sqlgen._driver`) finds what walking every run does."""
     request = (list(experiment_ids), filter_string, view, 1000, order_by, None)
     plan = compile_run_search(*request)
     ids, token = await fetch(db, plan)
@@ -138,6 +140,11 @@ async def runs(
         members = compile_run_search(*request, [m.index for m in plan.memberships])
         assert "IS TRUE" in members.sql
         assert await fetch(db, members) == (ids, None)
+    if plan.driver is not None:
+        with mock.patch.object(sqlgen, "_driver", return_value=None):
+            every_run = compile_run_search(*request)
+        assert "FROM runs AS r\n" in every_run.sql
+        assert await fetch(db, every_run) == (ids, None)
     return ids
 
 
@@ -209,6 +216,20 @@ FILTERS = [
     ("datasets.digest NOT IN ('d1')", ["run-b", "run-a"]),
     ("datasets.name = 'ds2' AND datasets.context = 'train'", ["run-a"]),
     ("params.lr = '0.1' AND tags.team = 'X' AND metrics.acc != 0", ["run-d"]),
+    # newest first, the first equality's runs are walked (`sqlgen._driver`); every other kind of
+    # condition applies to the walked run
+    ("tags.mlflow.rootRunId = 'run-a' AND datasets.name = 'ds1'", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND datasets.context IN ('eval')", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND params.lr = '0.1'", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND tags.mlflow.parentRunId IS NULL", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND tags.mlflow.parentRunId IS NOT NULL", ["run-b"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND attributes.status = 'RUNNING'", ["run-b"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND run_id NOT IN ('run-b')", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND metrics.acc > 0.6", ["run-a"]),
+    ("tags.mlflow.rootRunId = 'run-a' AND attributes.run_name LIKE 'b%'", ["run-b"]),
+    ("params.lr = '0.1' AND params.lr = '0.01'", []),
+    ("params.lr = '0.1' AND start_time < 100", ["run-d"]),
+    ("attributes.run_name = 'alpha' AND tags.team = 'x'", ["run-a"]),
 ]
 
 
@@ -433,6 +454,37 @@ async def test_pages_sorted_by_a_metric_walk_ties_nan_and_missing_values_in_orde
             assert recorder.statements[-1] == (plan.walk.sql if walked_only else plan.sql)
             if token is None:
                 break
+    assert seen == expected
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "expected"),
+    [
+        # start times tie (t2, t3 at 20): run_id decides; t8 is deleted
+        ("tags.rank = 'a'", ["t7", "t6", "t3", "t4"]),
+        ("tags.rank = 'b'", ["run-b", "t2", "t1", "t5"]),
+        ("tags.rank = 'b' AND metrics.loss < 1", ["t5"]),
+        ("tags.rank = 'b' AND metrics.loss >= 0", ["run-b", "t2", "t1", "t5"]),
+    ],
+)
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+async def test_pages_of_a_walked_equality_over_experiments(
+    db: asyncpg.Connection, filter_string: str, expected: list[str], page_size: int
+) -> None:
+    await add_sorted_runs(db)
+    await db.execute(
+        "INSERT INTO tags (run_id, key, value) VALUES ('run-b', 'rank', 'b'), ('t8', 'rank', 'a')"
+    )
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        plan = compile_run_search(["5", "1"], filter_string, None, page_size, None, token)
+        assert plan.driver is not None
+        ids, token = await fetch(db, plan)
+        seen += ids
+        if token is None:
+            break
+        assert len(ids) == page_size
     assert seen == expected
 
 

@@ -112,7 +112,7 @@ def test_run_name_matches_the_run_name_tag() -> None:
     assert "r.run_name" not in plan.sql
     assert plan.args[2:4] == ["mlflow.runName", "my-%"]
     walked = runs("attributes.run_name = 'my-run'")  # newest first: along the tag's index
-    assert "FROM tags AS d\n" in walked.sql
+    assert "FROM tags AS eq\n" in walked.sql
     assert "r.run_name" not in walked.sql
     assert walked.driver is not None
     assert (walked.driver.key, walked.driver.value) == ("mlflow.runName", "my-run")
@@ -503,7 +503,7 @@ def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
     # are tested on the walked row's run
     walked = compile_run_search(["1"], "params.p = 'a' AND tags.t = 'b'", None, 10, None, None, [1])
     assert [m.index for m in walked.memberships] == [1]
-    assert "(d.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in walked.sql
+    assert "(eq.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in walked.sql
     assert_sql_is_clean(walked)
     # sorted by a metric, the search does not walk runs in their order: no memberships
     sorted_by = compile_run_search(["1"], "params.p = 'a'", None, 10, ["metrics.m"], None)
@@ -513,40 +513,47 @@ def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
 def test_newest_first_a_param_or_tag_equality_walks_its_own_runs() -> None:
     plan = runs("tags.team = 'nlp' AND params.lr != '1' AND attributes.status = 'FINISHED'")
     assert plan.sql.startswith(
-        "SELECT d.run_id\nFROM tags AS d\nLEFT JOIN runs AS r ON r.run_id = d.run_id\nWHERE "
+        "SELECT eq.run_id\nFROM tags AS eq\nLEFT JOIN runs AS r ON r.run_id = eq.run_id\nWHERE "
     )
     where = plan.sql.split("\nWHERE ", 1)[1].split("\nORDER BY")[0].split("\n  AND ")
     assert where[:4] == [
-        "d.key = $4::text",
-        "d.value_prefix = left($3::text, 200)",
-        "d.experiment_id = $1::bigint",
-        "d.lifecycle_stage = ANY($2::text[])",
+        "eq.key = $4::text",
+        "eq.value_prefix = left($3::text, 200)",
+        "eq.experiment_id = $1::bigint",
+        "eq.lifecycle_stage = ANY($2::text[])",
     ]
     assert plan.args[:4] == [1, ["active"], "nlp", "team"]
     # the rest of the filter, on the walked row's run; the run's own columns join it
-    assert where[4].startswith("EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = d.run_id ")
+    assert where[4].startswith("EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = eq.run_id ")
     assert where[5] == "r.status = $7::text"
-    assert 'ORDER BY d.start_time DESC, d.run_id COLLATE "C" ASC\n' in plan.sql
+    assert 'ORDER BY eq.start_time DESC, eq.run_id COLLATE "C" ASC\n' in plan.sql
     assert "r.lifecycle_stage" not in plan.sql
     assert "r.experiment_id" not in plan.sql  # counted twice, it halved the planner's estimate
     assert plan.memberships == ()
     assert_sql_is_clean(plan)
 
 
+def test_the_walked_rows_alias_is_no_predicates_alias() -> None:
+    # a dataset condition's own alias once shadowed the walked rows', linking it to itself
+    sql = runs("tags.t = 'a' AND datasets.name = 'd' AND params.p != 'b'").sql
+    assert "FROM run_dataset_inputs AS d WHERE d.run_id = eq.run_id AND " in sql
+    assert "FROM params AS k WHERE k.run_id = eq.run_id AND " in sql
+
+
 def test_a_walked_value_longer_than_the_prefix_is_compared_whole() -> None:
     long = "v" * 200
     plan = runs(f"params.p = '{long}'")
-    assert "AND d.value = $3::text\n" in plan.sql
-    assert "d.value =" not in runs(f"params.p = '{long[1:]}'").sql
+    assert "AND eq.value = $3::text\n" in plan.sql
+    assert "eq.value =" not in runs(f"params.p = '{long[1:]}'").sql
 
 
 def test_walked_equalities_of_several_experiments_merge_per_experiment_pages() -> None:
     plan = compile_run_search(["1", "2"], "params.p = 'a'", None, 10, None, None)
     assert (
-        "CROSS JOIN LATERAL (SELECT d.run_id AS run_id, d.start_time AS s0, d.run_id AS s1\n"
+        "CROSS JOIN LATERAL (SELECT eq.run_id AS run_id, eq.start_time AS s0, eq.run_id AS s1\n"
         in (plan.sql)
     )
-    assert "d.experiment_id = x.experiment_id\n" in plan.sql
+    assert "eq.experiment_id = x.experiment_id\n" in plan.sql
     assert plan.sql.startswith("SELECT s.run_id\n")
     assert_sql_is_clean(plan)
 
@@ -567,7 +574,7 @@ def test_only_an_order_starting_with_start_time_walks_an_equality(
 ) -> None:
     plan = runs("params.p = 'a'", order_by)
     assert (plan.driver is not None) == walks
-    assert ("FROM params AS d" in plan.sql) == walks
+    assert ("FROM params AS eq" in plan.sql) == walks
 
 
 def test_a_search_of_one_experiment_sorted_by_a_metric_walks_its_values() -> None:
