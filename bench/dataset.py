@@ -367,3 +367,31 @@ async def load_mlflow(dsn: str, search: SearchData | None, history: HistoryData 
     finally:
         await conn.close()
     return written
+
+
+# --- both peers: the state a running server's autovacuum would have reached -----------------
+
+_SCHEMA_TABLES = (
+    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1"
+)
+
+
+async def settle(dsn: str, schema: str | None = None) -> float:
+    """VACUUM and ANALYZE a peer's tables (a schema's, or the whole database's), then take a
+    checkpoint; return the seconds it took.
+
+    Run on both peers after both loads, before any query is timed. Freshly written tables have
+    no visibility map, so index-only scans read the table too, and autovacuum then catches up
+    in the middle of the measurements (it did in W5's 8-client runs, for either peer)."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(dsn)
+    try:
+        if schema is None:
+            await conn.execute("VACUUM (ANALYZE)")
+        else:
+            tables = [row[0] for row in await conn.fetch(_SCHEMA_TABLES, schema)]
+            await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    return time.monotonic() - started

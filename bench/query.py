@@ -271,6 +271,14 @@ async def main(args: argparse.Namespace) -> None:
         began = time.perf_counter()
         rows = await dataset.load_mlflow(ml_dsn, search, history)
         emit({"load": "mlflow", "rows": rows, "copy_s": round(time.perf_counter() - began, 1)})
+        vacuumed = {
+            "runstream": await dataset.settle(settings.database_url, rs_info["read_schema"]),
+            "mlflow": await dataset.settle(ml_dsn),
+        }
+        emit(
+            {"settle": "vacuum_analyze_checkpoint", **{k: round(v, 1) for k, v in vacuumed.items()}}
+        )
+        wait_quiet()
         peers = [
             Peer("runstream_strong", rs_url),
             Peer("runstream_eventual", rs_url, EVENTUAL),
