@@ -216,11 +216,12 @@ async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: i
     walkable = runs if plan.driver is None else matching(plan.driver)
     chosen = set()
     for member in plan.memberships:
-        if runs <= 0 or matching(member) < _FEW_MATCHES:
+        found = matching(member)
+        if runs <= 0 or found < _FEW_MATCHES:
             continue
         # runs walked over all experiments: at most the walked equality's own
-        walk = min(experiments * walked * runs / matching(member), walkable)
-        if matching(member) * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
+        walk = min(experiments * walked * runs / found, walkable)
+        if found * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
             chosen.add(member.index)
     return chosen
 

@@ -480,8 +480,8 @@ _DRIVEN_COLUMNS = {
 
 
 def _driver(memberships: list[Membership], ordering: Sequence[OrderKey]) -> Membership | None:
-    """Return the equality a search newest first (or oldest first) walks its runs along: the
-    first param or tag equality of its filter, if it has one.
+    """Take out and return the equality a search newest first (or oldest first) walks its runs
+    along: the first param or tag equality of its filter, if it has one.
 
     Each param and tag row carries its run's experiment, start time and lifecycle stage
     (migration 0013), so the equality's index lists its runs of each experiment in the run
@@ -494,7 +494,7 @@ def _driver(memberships: list[Membership], ordering: Sequence[OrderKey]) -> Memb
     first = ordering[0]
     if not memberships or first.entity != "attribute" or first.key != "start_time":
         return None
-    return memberships[0]
+    return memberships.pop(0)
 
 
 def _driven(
@@ -546,7 +546,6 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     source = ["FROM runs AS r"]
     where = [f"r.experiment_id = {experiment}", f"r.lifecycle_stage = ANY({stage_list})"]
     if driver is not None:
-        memberships.remove(driver)
         source, where = _driven(driver, experiment, stage_list, bind)
         run, columns = "eq.run_id", _DRIVEN_COLUMNS
     eligible = {m.index for m in memberships}

@@ -114,17 +114,21 @@ async def measure(
     }
 
 
-def _steal_ms() -> int:
-    """Return the CPU milliseconds stolen from all CPUs since boot (Linux /proc/stat)."""
+def _jiffies() -> list[int]:
+    """Return the jiffies of all CPUs since boot by kind (Linux /proc/stat: user, nice,
+    system, idle, iowait, irq, softirq, steal, ...)."""
     with open("/proc/stat", encoding="ascii") as stat:
-        fields = stat.readline().split()
-    return int(fields[8]) * 1000 // os.sysconf("SC_CLK_TCK")
+        return [int(v) for v in stat.readline().split()[1:]]
+
+
+def _steal_ms() -> int:
+    """Return the CPU milliseconds stolen from all CPUs since boot."""
+    return _jiffies()[7] * 1000 // os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_times() -> tuple[int, int]:
-    """Return (idle, total) jiffies of all CPUs since boot (Linux /proc/stat)."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
+    """Return (idle, total) jiffies of all CPUs since boot."""
+    fields = _jiffies()
     return fields[3] + fields[4], sum(fields)  # idle + iowait
 
 

@@ -317,7 +317,8 @@ class PgStore:
         await _compare_and_set(conn, moves)
         if moves:
             await conn.execute(_NOTIFY_PROJECTED)
-        if ops.lineage or _stages_changed(ops):
+        staged = _stages_changed(ops)
+        if ops.lineage or staged:
             # Before any run row is touched, so lineage writers never wait on each other's rows;
             # a deletion or restoration waits too, so the root tags lineage writes for other
             # partitions' runs never copy a stage a concurrent batch is changing.
@@ -326,6 +327,9 @@ class PgStore:
             await conn.execute(_APPLIED, list(ops.applied))
         await self._experiments(conn, ops)
         await self._runs(conn, ops)
+        if staged:  # after the batch's tags; its params, written next, read the runs' stages
+            for statement in _COPY_LIFECYCLES:
+                await conn.execute(statement, staged)
         await write_values(conn, ops, self.schema)
         documents = _document_runs(ops)
         if ops.lineage:
@@ -398,9 +402,6 @@ class PgStore:
             await _tag_ops(conn, fresh, _TAGS_SET, _TAGS_DELETE)
         await _tag_ops(conn, ops.tags_after, _TAGS_SET, _TAGS_DELETE)
         await _run_changes(conn, ops.run_changes_after)
-        if changed := _stages_changed(ops):
-            for statement in _COPY_LIFECYCLES:
-                await conn.execute(statement, changed)
 
 
 def _stages_changed(ops: Ops) -> list[str]:
