@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -42,25 +43,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 def _partition(record: Record) -> int:
     return (murmur2(record.key.encode()) & 0x7FFFFFFF) % len(PARTITIONS)
-
-
-def _slices(log: list[Record], shares: list[float]) -> list[list[Record]]:
-    """Cut the log into slices of these shares of every partition, keeping per-key order."""
-    totals = dict.fromkeys(PARTITIONS, 0)
-    for record in log:
-        totals[_partition(record)] += 1
-    bounds = [sum(shares[: i + 1]) for i in range(len(shares))]
-    out: list[list[Record]] = [[] for _ in shares]
-    seen = dict.fromkeys(PARTITIONS, 0)
-    for record in log:
-        p = _partition(record)
-        at = (seen[p] + 0.5) / totals[p]
-        out[next((i for i, b in enumerate(bounds) if at < b), len(shares) - 1)].append(record)
-        seen[p] += 1
-    # Every partition gets records in every slice, so the survivor moves all of them.
-    for piece in out:
-        assert {_partition(r) for r in piece} == PARTITIONS
-    return out
 
 
 Explain = Callable[[], Awaitable[str]]
@@ -257,22 +239,23 @@ def _local_ports(pid: int) -> list[int]:
 
 
 async def _stop_between_transactions(
-    zombie: Member, db: asyncpg.Connection, watch: OffsetWatch, explain: Explain
+    zombie: Member, db: asyncpg.Connection, watch: OffsetWatch, explain: Explain, progress: int
 ) -> tuple[float, dict[int, int]]:
     """SIGSTOP the member at a moment when none of its PostgreSQL sessions is in a transaction.
 
     Stopped inside one, it would hold row and advisory locks that stall the other member (see
-    the module docstring); that is a different scenario. Each attempt waits for a new commit.
-    Return when it was stopped and the stored offsets then.
+    the module docstring); that is a different scenario. Each attempt waits for a new commit,
+    the first for one past `progress` (the sum of the stored offsets before the records were
+    produced). Return when it was stopped and the stored offsets then.
     """
     for _ in range(100):
-        progress = sum(watch.latest.values())
 
         async def committed_again(progress: int = progress) -> bool:
             assert zombie.proc.returncode is None, zombie.tail()
             return sum(watch.latest.values()) > progress
 
         await _until(committed_again, 30, "the members commit batches", explain)
+        progress = sum(watch.latest.values())
         zombie.proc.send_signal(signal.SIGSTOP)
         stopped_at, ports = time.monotonic(), _local_ports(zombie.proc.pid)
         # Asked twice, a round trip apart: a BEGIN sent just before the stop shows by then.
@@ -313,28 +296,47 @@ async def _drain_and_check(
 
 
 ROUNDS = 3  # stop/resume rounds at most, until the zombie's batch in hand reaches the CAS
+# Shares of every partition's records produced before a stop, during it, and to retry it.
+BACKLOG, DURING_STOP, MORE = 0.2, 0.05, 0.1
+
+
+class Feed:
+    """Produce the log piece by piece, in per-key order; return the end offsets after each."""
+
+    def __init__(self, bootstrap: str, topic: str, log: list[Record]) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.left: dict[int, deque[Record]] = {p: deque() for p in PARTITIONS}
+        for record in log:
+            self.left[_partition(record)].append(record)
+        self.totals = {p: len(records) for p, records in self.left.items()}
+        self.produced: list[Record] = []
+
+    async def take(self, share: float) -> dict[int, int]:
+        """Produce this share of every partition's records (at least one of each left)."""
+        piece = [
+            records.popleft()
+            for p, records in self.left.items()
+            for _ in range(min(len(records), max(1, round(share * self.totals[p]))))
+        ]
+        if not piece and share < 1:
+            raise AssertionError("the log ran out before the zombie was fenced")
+        await produce_log(self.bootstrap, self.topic, piece)
+        self.produced.extend(piece)
+        return await end_offsets(self.bootstrap, self.topic, PARTITIONS)
 
 
 async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, group: Group) -> None:
-    bootstrap, topic = stack.kafka_bootstrap, group.topic
     log = mixed_log(5, runs=60) + metric_log(5, runs=6, records_per_run=80, events_per_record=50)
-    # Per round: a backlog for the zombie before the stop, then records during the stop.
-    slices = _slices(log, [0.25, 0.07] * ROUNDS + [1 - 0.32 * ROUNDS])
-    name = f"zombie.{topic}"
+    feed = Feed(stack.kafka_bootstrap, group.topic, log)
+    name = f"zombie.{group.topic}"
     zombie, survivor = await group.start("zombie", name), await group.start("survivor", name)
     db = await asyncpg.connect(stack.database_url)
-    watch = OffsetWatch(await asyncpg.connect(stack.database_url), group.schema, topic)
-    produced: list[Record] = []
+    watch = OffsetWatch(await asyncpg.connect(stack.database_url), group.schema, group.topic)
     at_stop: dict[int, int] = {}
 
     async def explain() -> str:
         activity = "\n".join(str(dict(r)) for r in await db.fetch(_ACTIVITY))
         return f"{zombie.tail()}\n{survivor.tail()}\noffsets {watch.latest}\n{activity}"
-
-    async def produce(piece: list[Record]) -> dict[int, int]:
-        await produce_log(bootstrap, topic, piece)
-        produced.extend(piece)
-        return await end_offsets(bootstrap, topic, PARTITIONS)
 
     def alive() -> None:
         for m in (zombie, survivor):
@@ -361,15 +363,24 @@ async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, grou
         return {p: watch.latest.get(p, 0) for p in ends} == ends
 
     try:
-        for round_ in range(ROUNDS):
+        for _ in range(ROUNDS):
             await _until(split_evenly, 60, "both members hold partitions", explain)
-            theirs = zombie.assigned
-            ends = await produce(slices[2 * round_])
+            theirs, progress = zombie.assigned, sum((await watch.sample()).values())
+            ends = await feed.take(BACKLOG)
             # Stopped mid-backlog between transactions: a fetched or folded batch is in hand.
-            stopped_at, at_stop = await _stop_between_transactions(zombie, db, watch, explain)
-            assert any(at_stop.get(p, 0) < ends[p] for p in theirs), "the zombie had drained"
+            # An idle zombie is the easiest to catch between transactions, so one that has
+            # drained its backlog by then is resumed, given more, and caught again.
+            while True:
+                stopped_at, at_stop = await _stop_between_transactions(
+                    zombie, db, watch, explain, progress
+                )
+                if any(at_stop.get(p, 0) < ends[p] for p in theirs):
+                    break
+                progress = sum(at_stop.values())
+                zombie.proc.send_signal(signal.SIGCONT)
+                ends = await feed.take(MORE)
 
-            ends = await produce(slices[2 * round_ + 1])
+            ends = await feed.take(DURING_STOP)
             await _until(survivor_holds_all, 60, "the survivor got every partition", explain)
             # Expelled by the session timeout, counted from its last heartbeat before the stop.
             assert (
@@ -385,10 +396,10 @@ async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, grou
             if zombie.logged("batch_fenced"):
                 break
             # Its heartbeat's answer won the race against the batch in hand: try again.
-        ends = await produce([r for piece in slices[2 * round_ + 2 :] for r in piece])
-        assert len(produced) == len(log)
+        ends = await feed.take(1)  # all that is left
+        assert len(feed.produced) == len(log)
         await _until(caught_up, 120, "the group folded the whole log", explain)
-        await _drain_and_check(group, db, watch, ends, produced)
+        await _drain_and_check(group, db, watch, ends, feed.produced)
     finally:
         await watch.close()
         await db.close()
