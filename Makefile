@@ -4,12 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test down status lint format bench clean
+.PHONY: up test down status lint format bench lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency at the version in constraints.txt (`make lock` re-resolves them), so a release
+# upstream changes nothing here until the lock is renewed on purpose.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
 	@touch $@
 
 ## up: install, start Kafka + PostgreSQL, migrate, then serve on http://127.0.0.1:5000
@@ -42,6 +44,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## lock: re-resolve every dependency (all extras) in a scratch venv and pin what it got
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+	.lock-venv/bin/pip install -q --disable-pip-version-check -e '.[test,dev,bench]'
+	{ echo "# Pinned by \`make lock\` on $$(date -u +%F) with $$(.lock-venv/bin/python -V); edit pyproject.toml, not this."; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
 
 ## clean: stop the stack and delete its data and the virtual environment
 clean:

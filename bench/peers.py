@@ -136,7 +136,9 @@ async def mlflow_server(
     `details`, when given, receives the database's name and the server's process group id."""
     mlflow = Path(sys.executable).with_name("mlflow")
     if not mlflow.exists() or shutil.which("mlflow", path=str(mlflow.parent)) is None:
-        raise RuntimeError("the mlflow package is needed: pip install -e '.[bench]'")
+        raise RuntimeError(
+            "the mlflow package is needed: pip install -c constraints.txt -e '.[bench]'"
+        )
     database = f"mlflow_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(settings.database_url)
     try:
