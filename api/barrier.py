@@ -14,6 +14,11 @@ projector's offsets are read by one poller for all waiters, with a short doublin
 early by a PostgreSQL NOTIFY when the projector sends one. The last offsets seen are kept: they
 only grow, so a read whose ends they already cover needs no SQL at all. When the deadline passes
 the read goes ahead with what is there, and a warning is logged: a barrier never fails a read.
+
+A broker that does not answer within the deadline would make every read wait that long. So the
+first read to find it gone logs a warning and from then on reads go ahead at once, without the
+guarantee, while one task asks the broker again every `retry_s`; its first answer turns the
+barrier back on. (No write can be acknowledged meanwhile: the gateway needs the broker too.)
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ class ReadBarrier:
         deadline_s: float = 5.0,
         min_poll_s: float = 0.002,
         max_poll_s: float = 0.05,
+        retry_s: float = 1.0,
         listen: bool = True,
     ) -> None:
         if partitions < 1:
@@ -133,6 +139,7 @@ class ReadBarrier:
         self.deadline_s = deadline_s
         self._min_poll_s = min_poll_s
         self._max_poll_s = max_poll_s
+        self._retry_s = retry_s
         self._listen = listen
         self._consumer: AIOKafkaConsumer | None = None
         self._end_offsets = _Coalesced(self._fetch_end_offsets)
@@ -141,8 +148,10 @@ class ReadBarrier:
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._reconnect: asyncio.Task[None] | None = None  # while the broker does not answer
         self.polls = 0
         self.timeouts = 0
+        self.unguarded_reads = 0  # reads let through at once while the broker did not answer
 
     # --- lifetime -------------------------------------------------------------------------
 
@@ -183,11 +192,12 @@ class ReadBarrier:
 
     async def stop(self) -> None:
         """Stop polling, listening and the consumer; safe to call twice."""
-        poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        for task in (self._poller, self._reconnect):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._reconnect = None
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
@@ -231,13 +241,17 @@ class ReadBarrier:
 
         `keys` are the record keys the read depends on; None means the whole topic. Returns
         False (after logging a warning) when the deadline passed or Kafka could not answer,
-        and at once when the deadline is 0: every read is then eventually consistent.
+        and at once when the deadline is 0 or the broker has not answered since it last
+        failed to: the read is then eventually consistent.
         """
         if self.deadline_s <= 0:
             return False
+        if self._reconnect is not None:
+            self.unguarded_reads += 1
+            return False
         loop = asyncio.get_running_loop()
         started = loop.time()
-        targets: dict[int, int] = {}
+        targets: dict[int, int] | None = None  # None until the broker answered
         try:
             async with asyncio.timeout_at(started + self.deadline_s):
                 ends = await self._end_offsets()
@@ -246,17 +260,39 @@ class ReadBarrier:
                 await self._projected_past(targets)
         except TimeoutError:
             self.timeouts += 1
-            log.warning(
-                "read_barrier_deadline_passed",
-                topic=self.topic,
-                deadline_s=self.deadline_s,
-                lag={p: end - self._projected.get(p, 0) for p, end in targets.items()},
-            )
+            if targets is None:
+                self._lost_broker(f"no end offsets within {self.deadline_s} s")
+            else:
+                log.warning(
+                    "read_barrier_deadline_passed",
+                    topic=self.topic,
+                    deadline_s=self.deadline_s,
+                    lag={p: end - self._projected.get(p, 0) for p, end in targets.items()},
+                )
             return False
         except KafkaError as exc:
-            log.warning("read_barrier_end_offsets_failed", topic=self.topic, error=repr(exc))
+            self._lost_broker(repr(exc))
             return False
         return True
+
+    def _lost_broker(self, error: str) -> None:
+        """Let reads through at once until the broker answers again (module docstring)."""
+        if self._reconnect is None:
+            log.warning("read_barrier_broker_unreachable", topic=self.topic, error=error)
+            self._reconnect = asyncio.create_task(self._await_broker())
+
+    async def _await_broker(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_s)  # the retry interval, not synchronisation
+            try:
+                await self._end_offsets()
+            except (KafkaError, TimeoutError):
+                continue
+            break
+        self._reconnect = None
+        log.info(
+            "read_barrier_broker_answers", topic=self.topic, unguarded_reads=self.unguarded_reads
+        )
 
     def _covered(self, targets: Mapping[int, int]) -> bool:
         projected = self._projected

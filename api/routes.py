@@ -52,6 +52,9 @@ __all__ = [
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 LINEAGE_PREFIX = "/api/runstream"
 CONSISTENCY_HEADER = "X-Runstream-Consistency"
+# What a read's answer is, in that response header: "strong" when the barrier was passed,
+# "eventual" when the caller opted out, its deadline passed or the broker did not answer.
+_CONSISTENCY = web.RequestKey("consistency", str)
 # A read of an as-of version resolves the same table names in that schema, for one transaction.
 _READ_SCHEMA = "SELECT set_config('search_path', $1, true)"
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -133,6 +136,12 @@ def _bounded(fields: Fields, name: str, default: int, maximum: int) -> int:
     return value
 
 
+async def _tell_consistency(request: web.Request, response: web.StreamResponse) -> None:
+    mode = request.get(_CONSISTENCY)
+    if mode is not None:
+        response.headers[CONSISTENCY_HEADER] = mode
+
+
 class QueryApi:
     """MLflow's read endpoints and Runstream's lineage views over the read models."""
 
@@ -166,6 +175,7 @@ class QueryApi:
         app.router.add_get(f"{runs}/children", self.children)
         app.router.add_get(f"{runs}/subtree", self.subtree)
         app.router.add_get(f"{runs}/best-children", self.best_children)
+        app.on_response_prepare.append(_tell_consistency)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -180,16 +190,15 @@ class QueryApi:
         if as_of:
             return await self._as_of.resolve(self._pool, as_of)
         header = request.headers.get(CONSISTENCY_HEADER)
-        choice = header if header is not None else fields.text("consistency")
-        if choice:
-            mode = choice.strip().lower()
-            if mode == "eventual":
-                return None
-            if mode != "strong":
-                raise invalid_parameter(
-                    f"Invalid consistency {choice[:100]!r}: use 'strong' (default) or 'eventual'."
-                )
-        await self._barrier.wait(keys)
+        choice = (header if header is not None else fields.text("consistency")) or "strong"
+        mode = choice.strip().lower()
+        if mode not in {"strong", "eventual"}:
+            raise invalid_parameter(
+                f"Invalid consistency {choice[:100]!r}: use 'strong' (default) or 'eventual'."
+            )
+        if mode == "strong" and not await self._barrier.wait(keys):
+            mode = "eventual"
+        request[_CONSISTENCY] = mode
         return None
 
     @asynccontextmanager

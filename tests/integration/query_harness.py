@@ -17,7 +17,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.barrier import ReadBarrier
-from api.routes import QueryApi
+from api.routes import CONSISTENCY_HEADER, QueryApi
 from services.config import Settings
 from services.runtime import new_app, open_pool
 
@@ -36,6 +36,8 @@ class QueryHarness:
     barrier: ReadBarrier
     topic: str
     queries: list[str] = field(default_factory=list)
+    # each answer's X-Runstream-Consistency header (None when it has none)
+    consistency: list[str | None] = field(default_factory=list)
 
     async def call(
         self,
@@ -51,6 +53,7 @@ class QueryHarness:
         resp = await self.client.request(
             method, f"{prefix}/{path}", params=params, json=body, headers=headers
         )
+        self.consistency.append(resp.headers.get(CONSISTENCY_HEADER))
         return resp.status, await resp.json()
 
     async def get(self, path: str, params: Any = None, **kwargs: Any) -> Any:

@@ -117,6 +117,7 @@ async def test_point_read_waits_for_its_own_partition_only(
     async with asyncio.timeout(WAIT_S):
         body = await read
     assert body["run"]["info"]["run_id"] == run_id
+    assert api.consistency == ["strong"]  # the answer says it passed the barrier
 
 
 async def test_experiment_read_waits_for_the_experiment_key(
@@ -171,6 +172,7 @@ async def test_eventual_reads_do_not_wait(
         )
     assert api.barrier.end_offset_requests == requests_before
     assert api.barrier._waiters == []
+    assert api.consistency == ["eventual"] * 4
 
 
 async def test_unknown_consistency_is_a_400(
@@ -199,6 +201,7 @@ async def test_past_the_deadline_a_read_answers_with_what_is_there(
         body = await api.get("runs/get", {"run_id": run_id})
     assert body["run"]["info"]["run_id"] == run_id
     assert api.barrier.timeouts == 1
+    assert api.consistency == ["eventual"]  # not what was asked for, and the answer says so
     warnings = [e for e in logs if e["event"] == "read_barrier_deadline_passed"]
     assert warnings
     assert warnings[0]["lag"] == {partition_for(run_id, PARTITIONS): 1}
@@ -277,3 +280,4 @@ async def test_a_zero_deadline_turns_the_barrier_off(
     with capture_logs() as logs:
         assert (await api.get("runs/get", {"run_id": run_id}))["run"]["info"]["run_id"] == run_id
     assert (api.barrier.timeouts, api.barrier.end_offset_requests, logs) == (0, 0, [])
+    assert api.consistency == ["eventual"]

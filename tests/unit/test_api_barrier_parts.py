@@ -1,16 +1,22 @@
-"""The barrier's pure parts: Kafka's key partitioner, and coalescing of shared round trips."""
+"""The barrier's parts that need no broker: Kafka's key partitioner, coalescing of shared round
+trips, and what reads do while the broker does not answer (a consumer faked at its one call)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from api.barrier import _Coalesced, partition_for
+from api.barrier import ReadBarrier, _Coalesced, partition_for
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2: the Java client's signed hashes.
 JAVA_MURMUR2 = {
@@ -120,3 +126,76 @@ async def test_close_cancels_the_call_in_flight() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     await shared.close()  # idempotent
+
+
+class Broker:
+    """The barrier's consumer, faked at end_offsets: it answers, refuses, or never answers."""
+
+    def __init__(self) -> None:
+        self.state = "up"
+        self.asked = 0
+
+    async def end_offsets(self, parts: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        self.asked += 1
+        if self.state == "refuses":
+            raise KafkaConnectionError("connection refused")
+        if self.state == "silent":
+            await asyncio.Event().wait()
+        return dict.fromkeys(parts, 0)  # an empty topic: nothing for the projector to pass
+
+    async def stop(self) -> None:
+        pass
+
+
+def finished_without_waiting(read: Coroutine[Any, Any, bool]) -> bool:
+    """Run a read to its end if it never suspends; fail if it waits for anything."""
+    try:
+        read.send(None)
+    except StopIteration as done:
+        return bool(done.value)
+    read.close()
+    raise AssertionError("the read waited")
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Poll `condition` until it holds; fail when the deadline passes first."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)  # polling a condition, with a deadline
+
+
+@pytest.mark.parametrize("failure", ["refuses", "silent"])
+async def test_reads_go_ahead_at_once_while_the_broker_does_not_answer(failure: str) -> None:
+    broker = Broker()
+    barrier = ReadBarrier(None, "unused:9092", "t", 3, deadline_s=0.2, retry_s=0.01, listen=False)  # type: ignore[arg-type]
+    barrier._consumer = broker  # type: ignore[assignment]
+    assert await barrier.wait()
+    broker.state = failure
+    with capture_logs() as logs:
+        assert not await barrier.wait()  # the read that finds it gone: refused, or its deadline
+        # the reads after it do not ask the broker, nor wait for anything
+        assert [finished_without_waiting(barrier.wait()) for _ in range(20)] == [False] * 20
+        assert barrier.unguarded_reads == 20
+        await until(lambda: broker.asked >= 4)  # the reconnecting task asks again meanwhile
+        assert not finished_without_waiting(barrier.wait(["run"]))
+        broker.state = "up"
+        await until(lambda: barrier._reconnect is None)  # it answered: reads wait again
+    events = [e["event"] for e in logs]
+    assert events.count("read_barrier_broker_unreachable") == 1
+    assert events[-1] == "read_barrier_broker_answers"
+    assert await barrier.wait(["run"])
+    await barrier.stop()
+
+
+async def test_stop_ends_the_reconnecting_task() -> None:
+    broker = Broker()
+    barrier = ReadBarrier(None, "unused:9092", "t", 3, deadline_s=0.2, retry_s=0.01, listen=False)  # type: ignore[arg-type]
+    barrier._consumer = broker  # type: ignore[assignment]
+    broker.state = "refuses"
+    assert not await barrier.wait()
+    reconnect = barrier._reconnect
+    assert reconnect is not None
+    await barrier.stop()
+    assert reconnect.cancelled()
+    assert barrier._reconnect is None
