@@ -220,10 +220,11 @@ def cmd_restore_registry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    """Compare a schema with the fold of the log (or another schema); exit 1 if they differ."""
+    """Compare a schema with the fold of the log (or another schema), and its derived data with
+    its rows; exit 1 if anything differs."""
     outcome = asyncio.run(verify(settings, args.schema or settings.read_schema, args.against))
     _print(outcome)
-    return 0 if outcome["equal"] else 1
+    return 0 if outcome["equal"] and outcome["derived_agree"] else 1
 
 
 def _parser() -> argparse.ArgumentParser:

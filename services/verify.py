@@ -3,6 +3,9 @@
 The oracle of fold-equivalence, for operators: the schema and the offsets it stands at are read
 in one snapshot, the log is folded up to exactly those offsets by the reference store, and the
 canonical state hashes are compared; when they differ, the rows only one side has are listed.
+The data each schema derives from its own rows (`projector.derived`: the run documents, the
+run columns params, tags and latest values copy, the metric blocks) is recomputed from those
+rows and compared too, and what differs is listed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncpg
 
 from ingest.topics import MAX_RECORD_BYTES
 from projector import versions
+from projector.derived import derived_mismatches
 from projector.logread import fold_range
 from projector.snapshot import Snapshot, read_snapshot_at, state_hash
 from services.config import Settings
@@ -45,14 +49,17 @@ def diff_snapshots(
 
 async def verify(settings: Settings, schema: str, against: str | None = None) -> dict[str, Any]:
     """Compare a schema's state with the in-memory fold of the log up to its offsets (or with
-    another schema at the same offsets); return the verdict, hashes and differences."""
+    another schema at the same offsets), and each schema's derived data with its rows; return
+    the verdicts, hashes and differences."""
     conn = await asyncpg.connect(settings.database_url, timeout=30)
     try:
         for name in (schema, against):
             if name is not None and not await versions.exists(conn, name):
                 raise VerifyError(f"schema {name} does not exist")
         left, offsets = await read_snapshot_at(conn, schema, settings.topic)
+        derived = {schema: await derived_mismatches(conn, schema)}
         if against is not None:
+            derived[against] = await derived_mismatches(conn, against)
             right, other = await read_snapshot_at(conn, against, settings.topic)
             rname = against
             if other != offsets:
@@ -78,10 +85,12 @@ async def verify(settings: Settings, schema: str, against: str | None = None) ->
     equal = left_hash == right_hash
     return {
         "equal": equal,
+        "derived_agree": not any(derived.values()),
         "schema": schema,
         "against": rname,
         "offsets": offsets,
         "hash": left_hash,
         "against_hash": right_hash,
         "differences": [] if equal else diff_snapshots(left, right, schema, rname),
+        "derived_differences": {name: found for name, found in derived.items() if found},
     }

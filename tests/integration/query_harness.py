@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.barrier import ReadBarrier
 from api.routes import CONSISTENCY_HEADER, QueryApi
+from projector.derived import BLOCK_MISCOUNTS, RUN_COPIES, copies_differing
 from services.config import Settings
 from services.runtime import new_app, open_pool
 
@@ -217,48 +218,9 @@ async def set_projected(db: asyncpg.Connection, topic: str, offsets: Mapping[int
     )
 
 
-# The per-block point counts a sampled history reads (migration 0008) and the series' extents
-# (0011), recounted from the points; a row here is a block whose stored count differs, or a
-# series whose extent is wrong or missing.
-_BLOCK_MISCOUNTS = """
-WITH recount AS (
-    SELECT run_id, key, l.level, step >> l.level AS block, count(*) AS points
-    FROM metrics CROSS JOIN unnest('{6,10,14,18,22,26}'::smallint[]) AS l(level)
-    GROUP BY 1, 2, 3, 4
-), levels AS (
-    SELECT run_id, key, level, count(*) AS blocks, sum(points) AS points FROM recount
-    GROUP BY 1, 2, 3
-)
-(SELECT 'block' AS what, run_id, key, level, block, points FROM recount
- EXCEPT SELECT 'block', run_id, key, level, block, points FROM metric_blocks)
-UNION ALL
-(SELECT 'block', run_id, key, level, block, points FROM metric_blocks
- EXCEPT SELECT 'block', run_id, key, level, block, points FROM recount)
-UNION ALL
-(SELECT 'level', run_id, key, level, blocks, points FROM levels
- EXCEPT SELECT 'level', run_id, key, level, blocks, points FROM metric_levels)
-UNION ALL
-(SELECT 'level', run_id, key, level, blocks, points FROM metric_levels
- EXCEPT SELECT 'level', run_id, key, level, blocks, points FROM levels)
-UNION ALL
--- extents (migration 0011): exact bounds; unique_steps may say false of unique steps, never
--- true of repeated ones (0/1 in `points` for false/true)
-(SELECT 'series', s.run_id, s.key, NULL::smallint, s.min_step, s.unique_steps::int
- FROM metric_series AS s
- LEFT JOIN (SELECT run_id, key, min(step) AS lo, max(step) AS hi,
-                   count(*) = count(DISTINCT step) AS unique_steps
-            FROM metrics GROUP BY 1, 2) AS e ON e.run_id = s.run_id AND e.key = s.key
- WHERE e.run_id IS NULL OR (s.min_step, s.max_step) <> (e.lo, e.hi)
-    OR (s.unique_steps AND NOT e.unique_steps))
-UNION ALL
-(SELECT 'series', run_id, key, NULL::smallint, min(step), NULL FROM metrics
- WHERE (run_id, key) NOT IN (SELECT run_id, key FROM metric_series) GROUP BY run_id, key)
-"""
-
-
 async def block_miscounts(db: asyncpg.Connection) -> list[asyncpg.Record]:
     """Return the stored block and level counts that differ from a recount of the points."""
-    return list(await db.fetch(_BLOCK_MISCOUNTS))
+    return list(await db.fetch(BLOCK_MISCOUNTS))
 
 
 # --- the run documents (migration 0010), checked against the rows they are made of -----------
@@ -271,26 +233,8 @@ _DOCUMENT_ROWS = {
     "tags::text AS tags FROM run_dataset_inputs",
     "models": "SELECT run_id, model_id FROM run_model_inputs",
 }
-# What rows carry of their run for searches: the experiment of each latest value (migration
-# 0012), the experiment, start time and stage of each param and tag (0013); the rows that differ.
-_RUN_COPIES = {
-    "latest_metrics": ("experiment_id",),
-    "params": ("experiment_id", "start_time", "lifecycle_stage"),
-    "tags": ("experiment_id", "start_time", "lifecycle_stage"),
-}
-
-
-def _copies_differing(table: str, columns: tuple[str, ...]) -> str:
-    stored = "ROW(" + ", ".join(f"c.{name}" for name in columns) + ")"
-    expected = "ROW(" + ", ".join(f"r.{name}" for name in columns) + ")"
-    return (
-        f"SELECT c.run_id, c.key, {stored}::text AS stored, {expected}::text AS expected "
-        f"FROM {table} AS c JOIN runs AS r USING (run_id) "
-        f"WHERE {stored} IS DISTINCT FROM {expected}"
-    )
-
-
-_DOCUMENT_ROWS |= {f"{t}_copies": _copies_differing(t, c) for t, c in _RUN_COPIES.items()}
+# What rows carry of their run for searches (migrations 0012, 0013): the rows that differ.
+_DOCUMENT_ROWS |= {f"{t}_copies": copies_differing(t, c) for t, c in RUN_COPIES.items()}
 
 
 def _expected_documents(rows: Mapping[str, list[asyncpg.Record]]) -> dict[str, tuple[Any, Any]]:
@@ -338,7 +282,7 @@ async def document_mismatches(db: asyncpg.Connection) -> list[tuple[str, Any, An
         )
         if stored != expected[run["run_id"]]:
             wrong.append((run["run_id"], stored, expected[run["run_id"]]))
-    for table in _RUN_COPIES:
+    for table in RUN_COPIES:
         for row in rows[table + "_copies"]:
             wrong.append((row["run_id"], (table, row["key"], row["stored"]), row["expected"]))
     return wrong

@@ -17,6 +17,7 @@ from query_harness import document_mismatches
 from unit.test_fold_contract import Log, StoreContract
 
 from ingest.events import Event
+from projector.derived import derived_mismatches
 from projector.errors import StoreUnavailableError
 from projector.fold import fold
 from projector.lineage import lineage
@@ -45,7 +46,8 @@ _TABLES = (
 
 class TestPgStoreContract(StoreContract):
     """The contract against PostgreSQL; after each rule, every run's documents (migration 0010)
-    still equal what its params, tags and inputs make."""
+    still equal what its params, tags and inputs make, by the tests' own oracle and by the
+    check `runstream verify` makes (which must then find nothing)."""
 
     @pytest.fixture
     async def store(self, stack: Settings, schema_factory: object) -> AsyncIterator[PgStore]:
@@ -56,6 +58,7 @@ class TestPgStoreContract(StoreContract):
                 await conn.execute(f"SET search_path TO {quote_schema(schema)}")
                 assert await document_mismatches(conn) == []
                 await conn.execute("RESET search_path")
+                assert await derived_mismatches(conn, schema) == {}
 
 
 @pytest.fixture

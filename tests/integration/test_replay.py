@@ -406,16 +406,38 @@ async def test_verify_names_the_rows_that_differ(served: Served) -> None:
         body = {"run_id": run_id, "key": "lr", "value": "0.1"}
         async with http.post(f"{served.url}{API}/runs/log-parameter", json=body) as resp:
             assert resp.status == 200
+        body = {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": 3}
+        async with http.post(f"{served.url}{API}/runs/log-metric", json=body) as resp:
+            assert resp.status == 200
     await drained(settings)
-    assert (await verify(settings, settings.read_schema))["equal"]
+    before = await verify(settings, settings.read_schema)
+    assert (before["equal"], before["derived_agree"], before["derived_differences"]) == (
+        True,
+        True,
+        {},
+    )
 
     conn = await asyncpg.connect(
         settings.database_url, server_settings={"search_path": settings.read_schema}
     )
     try:
         await conn.execute("UPDATE params SET value = 'tampered' WHERE run_id = $1", run_id)
+        # derived data changed behind its triggers' back (the documents last: a write to tags
+        # rebuilds them)
+        await conn.execute("UPDATE tags SET lifecycle_stage = 'deleted' WHERE run_id = $1", run_id)
+        await conn.execute("UPDATE runs SET data_doc = '\"tags\":[]' WHERE run_id = $1", run_id)
+        await conn.execute("UPDATE metric_blocks SET points = 2 WHERE run_id = $1", run_id)
     finally:
         await conn.close()
+    after = await verify(settings, settings.read_schema)
+    assert not after["derived_agree"]
+    differing = after["derived_differences"][settings.read_schema]
+    assert set(differing) == {
+        "run documents",
+        "tags copies of their run",
+        "metric blocks and extents",
+    }
+    assert all(run_id in line for lines in differing.values() for line in lines)
     # Through the command line, as an operator runs it: exit 1 and the differing rows.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -430,6 +452,7 @@ async def test_verify_names_the_rows_that_differ(served: Served) -> None:
     assert proc.returncode == 1
     text = out.decode()
     assert '"equal": false' in text
+    assert '"derived_agree": false' in text
     assert "params: 1 rows only in" in text
     assert "tampered" in text
     assert "0.1" in text
