@@ -257,7 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--verify",
         action="store_true",
-        help="compare both versions' state hashes inside the swap; do not swap if they differ",
+        help="inside the swap, compare both versions' state hashes and the new one's derived "
+        "data with its rows; do not swap if anything differs",
     )
     rep.add_argument("--max-records", type=int, default=5000, help="records per fetch")
     res = sub.add_parser(

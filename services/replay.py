@@ -54,7 +54,7 @@ class ReplayOptions:
     lock_timeout_s: float = 5.0  # waiting for a live batch to commit before the swap
     catch_up_s: float = 30.0  # folding the last records while the live projector is held
     swap_attempts: int = 5
-    verify: bool = False  # compare both versions' state hashes inside the swap
+    verify: bool = False  # inside the swap: both versions' state hashes, the new one's derived data
 
 
 def _now_iso() -> str:
@@ -191,11 +191,18 @@ async def _swap(
                 # committed and none can follow, so it is stopped after the commit, not while
                 # the live projector waits.
                 if options.verify:
-                    compared = await verify(settings, live, against=candidate)
+                    compared = await verify(
+                        settings, live, against=candidate, derived_of=[candidate]
+                    )
                     if not compared["equal"]:
                         raise ReplayError(
                             f"{candidate} differs from {live} at the same offsets; not "
                             "swapped:\n" + "\n".join(compared["differences"])
+                        )
+                    if not compared["derived_agree"]:
+                        raise ReplayError(
+                            f"{candidate}'s derived data differ from its rows; not swapped: "
+                            f"{compared['derived_differences']}"
                         )
                 await versions.promote(conn, live, candidate, keep_as)
             held_s = time.monotonic() - started

@@ -10,6 +10,7 @@ rows and compared too, and what differs is listed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -47,19 +48,28 @@ def diff_snapshots(
     return lines if len(lines) <= limit else [*lines[:limit], "  ..."]
 
 
-async def verify(settings: Settings, schema: str, against: str | None = None) -> dict[str, Any]:
+async def verify(
+    settings: Settings,
+    schema: str,
+    against: str | None = None,
+    *,
+    derived_of: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Compare a schema's state with the in-memory fold of the log up to its offsets (or with
-    another schema at the same offsets), and each schema's derived data with its rows; return
-    the verdicts, hashes and differences."""
+    another schema at the same offsets), and the derived data of `derived_of` (default: both)
+    with its rows; return the verdicts, hashes and differences."""
     conn = await asyncpg.connect(settings.database_url, timeout=30)
     try:
         for name in (schema, against):
             if name is not None and not await versions.exists(conn, name):
                 raise VerifyError(f"schema {name} does not exist")
         left, offsets = await read_snapshot_at(conn, schema, settings.topic)
-        derived = {schema: await derived_mismatches(conn, schema)}
+        derived = {
+            name: await derived_mismatches(conn, name)
+            for name in (derived_of if derived_of is not None else (schema, against))
+            if name is not None
+        }
         if against is not None:
-            derived[against] = await derived_mismatches(conn, against)
             right, other = await read_snapshot_at(conn, against, settings.topic)
             rname = against
             if other != offsets:
