@@ -21,32 +21,43 @@ __all__ = [
 ]
 
 # The documents as the API's Structs would shape them from the rows: lists in byte order of
-# their keys; empty lists, empty schema or profile and empty dataset tags left out. Compared as
-# JSON values (arrays in order), so formatting does not count.
+# their keys; empty lists, empty schema or profile and empty dataset tags left out (built by
+# concatenating objects, never by stripping nulls: that would reach into the values). Compared
+# as JSON values (arrays in order), so formatting does not count.
 _DOCUMENTS = """
 WITH expected AS (
     SELECT r.run_id, r.data_doc, r.inputs_doc,
-        jsonb_strip_nulls(jsonb_build_object(
-            'params', (SELECT jsonb_agg(jsonb_build_object('key', p.key, 'value', p.value)
-                                        ORDER BY p.key COLLATE "C")
-                       FROM params AS p WHERE p.run_id = r.run_id),
-            'tags', (SELECT jsonb_agg(jsonb_build_object('key', t.key, 'value', t.value)
-                                      ORDER BY t.key COLLATE "C")
-                     FROM tags AS t WHERE t.run_id = r.run_id))) AS data,
-        jsonb_strip_nulls(jsonb_build_object(
-            'dataset_inputs', (
-                SELECT jsonb_agg(jsonb_build_object(
-                    'dataset', jsonb_build_object(
-                        'name', d.name, 'digest', d.digest, 'source_type', d.source_type,
-                        'source', d.source, 'schema', NULLIF(d.schema, ''),
-                        'profile', NULLIF(d.profile, '')),
-                    'tags', CASE WHEN jsonb_array_length(d.tags) > 0 THEN d.tags END)
-                    ORDER BY d.name COLLATE "C", d.digest COLLATE "C")
-                FROM run_dataset_inputs AS d WHERE d.run_id = r.run_id),
-            'model_inputs', (
-                SELECT jsonb_agg(jsonb_build_object('model_id', m.model_id)
-                                 ORDER BY m.model_id COLLATE "C")
-                FROM run_model_inputs AS m WHERE m.run_id = r.run_id))) AS inputs
+        coalesce((SELECT jsonb_build_object('params', jsonb_agg(
+                             jsonb_build_object('key', p.key, 'value', p.value)
+                             ORDER BY p.key COLLATE "C"))
+                  FROM params AS p WHERE p.run_id = r.run_id HAVING count(*) > 0), '{}')
+        || coalesce((SELECT jsonb_build_object('tags', jsonb_agg(
+                                jsonb_build_object('key', t.key, 'value', t.value)
+                                ORDER BY t.key COLLATE "C"))
+                     FROM tags AS t WHERE t.run_id = r.run_id HAVING count(*) > 0), '{}')
+        AS data,
+        coalesce((SELECT jsonb_build_object('dataset_inputs', jsonb_agg(
+                             jsonb_build_object('dataset',
+                                 jsonb_build_object('name', d.name, 'digest', d.digest,
+                                                    'source_type', d.source_type,
+                                                    'source', d.source)
+                                 || CASE WHEN d.schema <> ''
+                                         THEN jsonb_build_object('schema', d.schema)
+                                         ELSE '{}' END
+                                 || CASE WHEN d.profile <> ''
+                                         THEN jsonb_build_object('profile', d.profile)
+                                         ELSE '{}' END)
+                             || CASE WHEN jsonb_array_length(d.tags) > 0
+                                     THEN jsonb_build_object('tags', d.tags) ELSE '{}' END
+                             ORDER BY d.name COLLATE "C", d.digest COLLATE "C"))
+                  FROM run_dataset_inputs AS d WHERE d.run_id = r.run_id HAVING count(*) > 0),
+                 '{}')
+        || coalesce((SELECT jsonb_build_object('model_inputs', jsonb_agg(
+                                jsonb_build_object('model_id', m.model_id)
+                                ORDER BY m.model_id COLLATE "C"))
+                     FROM run_model_inputs AS m WHERE m.run_id = r.run_id HAVING count(*) > 0),
+                    '{}')
+        AS inputs
     FROM runs AS r
 )
 SELECT run_id, data_doc AS stored_data, data::text AS expected_data,
