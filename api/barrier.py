@@ -15,10 +15,12 @@ early by a PostgreSQL NOTIFY when the projector sends one. The last offsets seen
 only grow, so a read whose ends they already cover needs no SQL at all. When the deadline passes
 the read goes ahead with what is there, and a warning is logged: a barrier never fails a read.
 
-A broker that does not answer within the deadline would make every read wait that long. So the
-first read to find it gone logs a warning and from then on reads go ahead at once, without the
-guarantee, while one task asks the broker again every `retry_s`; its first answer turns the
-barrier back on. (No write can be acknowledged meanwhile: the gateway needs the broker too.)
+A broker that does not answer would make every read wait the whole deadline. So once a read
+found it gone (a refusal, or no end offsets by its deadline), the reads after it ask for the end
+offsets only briefly (`probe_s`) and go ahead without the guarantee when that fails; the first
+answer ends this. Each such read still asks a call that starts after it began, so it sees every
+write acknowledged before it whenever the broker answers it in time; a read that went ahead says
+so (`wait` returns False, the API answers `eventual`).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class ReadBarrier:
         deadline_s: float = 5.0,
         min_poll_s: float = 0.002,
         max_poll_s: float = 0.05,
-        retry_s: float = 1.0,
+        probe_s: float = 0.25,
         listen: bool = True,
     ) -> None:
         if partitions < 1:
@@ -139,7 +141,7 @@ class ReadBarrier:
         self.deadline_s = deadline_s
         self._min_poll_s = min_poll_s
         self._max_poll_s = max_poll_s
-        self._retry_s = retry_s
+        self._probe_s = probe_s
         self._listen = listen
         self._consumer: AIOKafkaConsumer | None = None
         self._end_offsets = _Coalesced(self._fetch_end_offsets)
@@ -148,10 +150,10 @@ class ReadBarrier:
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
-        self._reconnect: asyncio.Task[None] | None = None  # while the broker does not answer
+        self._lost = False  # the broker did not answer the last read that asked it
         self.polls = 0
         self.timeouts = 0
-        self.unguarded_reads = 0  # reads let through at once while the broker did not answer
+        self.unguarded_reads = 0  # reads that went ahead because the broker did not answer
 
     # --- lifetime -------------------------------------------------------------------------
 
@@ -192,12 +194,11 @@ class ReadBarrier:
 
     async def stop(self) -> None:
         """Stop polling, listening and the consumer; safe to call twice."""
-        for task in (self._poller, self._reconnect):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._poller = self._reconnect = None
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
@@ -241,58 +242,39 @@ class ReadBarrier:
 
         `keys` are the record keys the read depends on; None means the whole topic. Returns
         False (after logging a warning) when the deadline passed or Kafka could not answer,
-        and at once when the deadline is 0 or the broker has not answered since it last
-        failed to: the read is then eventually consistent.
+        and at once when the deadline is 0: the read is then eventually consistent.
         """
         if self.deadline_s <= 0:
             return False
-        if self._reconnect is not None:
+        started = asyncio.get_running_loop().time()
+        asking = min(self._probe_s, self.deadline_s) if self._lost else self.deadline_s
+        try:
+            async with asyncio.timeout_at(started + asking):
+                ends = await self._end_offsets()
+        except (KafkaError, OSError, TimeoutError) as exc:
             self.unguarded_reads += 1
+            if not self._lost:
+                self._lost = True
+                log.warning("read_barrier_broker_unreachable", topic=self.topic, error=repr(exc))
             return False
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        targets: dict[int, int] | None = None  # None until the broker answered
+        if self._lost:
+            self._lost = False
+            log.info("read_barrier_broker_answers", topic=self.topic)
+        wanted = ends if keys is None else {self.partition_of(k) for k in keys}
+        targets = {p: ends[p] for p in wanted if ends.get(p, 0) > 0}
         try:
             async with asyncio.timeout_at(started + self.deadline_s):
-                ends = await self._end_offsets()
-                wanted = ends if keys is None else {self.partition_of(k) for k in keys}
-                targets = {p: ends[p] for p in wanted if ends.get(p, 0) > 0}
                 await self._projected_past(targets)
         except TimeoutError:
             self.timeouts += 1
-            if targets is None:
-                self._lost_broker(f"no end offsets within {self.deadline_s} s")
-            else:
-                log.warning(
-                    "read_barrier_deadline_passed",
-                    topic=self.topic,
-                    deadline_s=self.deadline_s,
-                    lag={p: end - self._projected.get(p, 0) for p, end in targets.items()},
-                )
-            return False
-        except KafkaError as exc:
-            self._lost_broker(repr(exc))
+            log.warning(
+                "read_barrier_deadline_passed",
+                topic=self.topic,
+                deadline_s=self.deadline_s,
+                lag={p: end - self._projected.get(p, 0) for p, end in targets.items()},
+            )
             return False
         return True
-
-    def _lost_broker(self, error: str) -> None:
-        """Let reads through at once until the broker answers again (module docstring)."""
-        if self._reconnect is None:
-            log.warning("read_barrier_broker_unreachable", topic=self.topic, error=error)
-            self._reconnect = asyncio.create_task(self._await_broker())
-
-    async def _await_broker(self) -> None:
-        while True:
-            await asyncio.sleep(self._retry_s)  # the retry interval, not synchronisation
-            try:
-                await self._end_offsets()
-            except (KafkaError, TimeoutError):
-                continue
-            break
-        self._reconnect = None
-        log.info(
-            "read_barrier_broker_answers", topic=self.topic, unguarded_reads=self.unguarded_reads
-        )
 
     def _covered(self, targets: Mapping[int, int]) -> bool:
         projected = self._projected

@@ -4,9 +4,7 @@ trips, and what reads do while the broker does not answer (a consumer faked at i
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import pytest
 from aiokafka import TopicPartition
@@ -129,73 +127,108 @@ async def test_close_cancels_the_call_in_flight() -> None:
 
 
 class Broker:
-    """The barrier's consumer, faked at end_offsets: it answers, refuses, or never answers."""
+    """The barrier's consumer, faked at end_offsets: it answers, refuses, or keeps silent until
+    it is `up` again (then the calls it held answer)."""
 
     def __init__(self) -> None:
         self.state = "up"
         self.asked = 0
+        self.ends = 0
+        self.back = asyncio.Event()
+
+    def set(self, state: str) -> None:
+        self.state = state
+        if state == "up":
+            self.back.set()
+        else:
+            self.back.clear()
 
     async def end_offsets(self, parts: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         self.asked += 1
         if self.state == "refuses":
             raise KafkaConnectionError("connection refused")
         if self.state == "silent":
-            await asyncio.Event().wait()
-        return dict.fromkeys(parts, 0)  # an empty topic: nothing for the projector to pass
+            await self.back.wait()
+        return dict.fromkeys(parts, self.ends)
 
     async def stop(self) -> None:
         pass
 
 
-def finished_without_waiting(read: Coroutine[Any, Any, bool]) -> bool:
-    """Run a read to its end if it never suspends; fail if it waits for anything."""
-    try:
-        read.send(None)
-    except StopIteration as done:
-        return bool(done.value)
-    read.close()
-    raise AssertionError("the read waited")
+class Projected:
+    """The pool the barrier reads projector_offsets through, at whatever the test says."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int]] = []
+
+    async def fetch(self, *_: object) -> list[tuple[int, int]]:
+        return self.rows
 
 
-async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    """Poll `condition` until it holds; fail when the deadline passes first."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)  # polling a condition, with a deadline
+def barrier_on(broker: Broker, pool: Projected, deadline_s: float) -> ReadBarrier:
+    barrier = ReadBarrier(pool, "unused:9092", "t", 3, deadline_s=deadline_s, probe_s=0.01)  # type: ignore[arg-type]
+    barrier._consumer = broker  # type: ignore[assignment]
+    return barrier
 
 
 @pytest.mark.parametrize("failure", ["refuses", "silent"])
-async def test_reads_go_ahead_at_once_while_the_broker_does_not_answer(failure: str) -> None:
-    broker = Broker()
-    barrier = ReadBarrier(None, "unused:9092", "t", 3, deadline_s=0.2, retry_s=0.01, listen=False)  # type: ignore[arg-type]
-    barrier._consumer = broker  # type: ignore[assignment]
+async def test_reads_ask_only_briefly_while_the_broker_does_not_answer(failure: str) -> None:
+    broker, pool = Broker(), Projected()
+    barrier = barrier_on(broker, pool, deadline_s=0.2)
     assert await barrier.wait()
-    broker.state = failure
+    broker.set(failure)
     with capture_logs() as logs:
         assert not await barrier.wait()  # the read that finds it gone: refused, or its deadline
-        # the reads after it do not ask the broker, nor wait for anything
-        assert [finished_without_waiting(barrier.wait()) for _ in range(20)] == [False] * 20
-        assert barrier.unguarded_reads == 20
-        await until(lambda: broker.asked >= 4)  # the reconnecting task asks again meanwhile
-        assert not finished_without_waiting(barrier.wait(["run"]))
-        broker.state = "up"
-        await until(lambda: barrier._reconnect is None)  # it answered: reads wait again
+        # The reads after it ask (each joins a call that starts after it began) but only for
+        # probe_s, not the deadline: with an hour's deadline these end well within the test's.
+        barrier.deadline_s = 3600
+        asked = broker.asked
+        async with asyncio.timeout(10):
+            assert [await barrier.wait(["run"]) for _ in range(20)] == [False] * 20
+        if failure == "refuses":  # each read asked once; a silent broker still holds a call
+            assert broker.asked == asked + 20
+        assert barrier.unguarded_reads == 21
+        # Back: the first read after it is guarded again, with the broker's new end offsets.
+        broker.ends = 5
+        pool.rows = [(p, 5) for p in range(3)]
+        broker.set("up")
+        async with asyncio.timeout(10):
+            assert await barrier.wait(["run"])
     events = [e["event"] for e in logs]
     assert events.count("read_barrier_broker_unreachable") == 1
     assert events[-1] == "read_barrier_broker_answers"
-    assert await barrier.wait(["run"])
+    assert barrier.unguarded_reads == 21
     await barrier.stop()
 
 
-async def test_stop_ends_the_reconnecting_task() -> None:
-    broker = Broker()
-    barrier = ReadBarrier(None, "unused:9092", "t", 3, deadline_s=0.2, retry_s=0.01, listen=False)  # type: ignore[arg-type]
-    barrier._consumer = broker  # type: ignore[assignment]
-    broker.state = "refuses"
+async def test_a_read_after_the_broker_is_back_waits_for_the_projector() -> None:
+    broker, pool = Broker(), Projected()
+    barrier = barrier_on(broker, pool, deadline_s=3600)
+    broker.set("refuses")
     assert not await barrier.wait()
-    reconnect = barrier._reconnect
-    assert reconnect is not None
+    # Writes were acknowledged since: the projector has not folded them yet.
+    broker.ends = 7
+    broker.set("up")
+    read = asyncio.create_task(barrier.wait(["run"]))
+    await yield_until(lambda: len(barrier._waiters) == 1)
+    assert not read.done()
+    pool.rows = [(p, 7) for p in range(3)]
+    barrier._wake.set()
+    async with asyncio.timeout(10):
+        assert await read
     await barrier.stop()
-    assert reconnect.cancelled()
-    assert barrier._reconnect is None
+
+
+async def test_an_os_error_from_the_broker_is_a_lost_broker_too() -> None:
+    broker, pool = Broker(), Projected()
+    barrier = barrier_on(broker, pool, deadline_s=3600)
+
+    async def unreachable(parts: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        raise OSError("network is unreachable")
+
+    broker.end_offsets = unreachable  # type: ignore[method-assign]
+    assert not await barrier.wait()
+    assert barrier.unguarded_reads == 1
+    del broker.end_offsets  # the class's again: the broker answers
+    assert await barrier.wait()
+    await barrier.stop()
