@@ -64,11 +64,6 @@ async def verify(
             if name is not None and not await versions.exists(conn, name):
                 raise VerifyError(f"schema {name} does not exist")
         left, offsets = await read_snapshot_at(conn, schema, settings.topic)
-        derived = {
-            name: await derived_mismatches(conn, name)
-            for name in (derived_of if derived_of is not None else (schema, against))
-            if name is not None
-        }
         if against is not None:
             right, other = await read_snapshot_at(conn, against, settings.topic)
             rname = against
@@ -78,6 +73,12 @@ async def verify(
                     f"{other}): compare them while their projectors are still, e.g. right "
                     "after a swap, or verify each against the log"
                 )
+        # after both snapshots: taking them far apart would let a live version move between
+        derived = {
+            name: await derived_mismatches(conn, name)
+            for name in (derived_of if derived_of is not None else (schema, against))
+            if name is not None
+        }
     finally:
         await conn.close()
     if against is None:

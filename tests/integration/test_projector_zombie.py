@@ -239,30 +239,51 @@ def _local_ports(pid: int) -> list[int]:
 
 
 async def _stop_between_transactions(
-    zombie: Member, db: asyncpg.Connection, watch: OffsetWatch, explain: Explain, progress: int
-) -> tuple[float, dict[int, int]]:
-    """SIGSTOP the member at a moment when none of its PostgreSQL sessions is in a transaction.
+    zombie: Member,
+    db: asyncpg.Connection,
+    watch: OffsetWatch,
+    explain: Explain,
+    *,
+    ends: dict[int, int],
+    progress: int,
+) -> tuple[float, dict[int, int]] | None:
+    """SIGSTOP the member between PostgreSQL transactions while its partitions' records (up to
+    `ends`) are not all folded: it has a fetched or folded batch in hand.
 
-    Stopped inside one, it would hold row and advisory locks that stall the other member (see
-    the module docstring); that is a different scenario. Each attempt waits for a new commit,
-    the first for one past `progress` (the sum of the stored offsets before the records were
-    produced). Return when it was stopped and the stored offsets then.
+    Stopped inside a transaction, it would hold row and advisory locks that stall the other
+    member (see the module docstring); that is a different scenario. Each attempt waits until
+    the member itself committed again, the first past `progress` (the sum of its partitions'
+    stored offsets before the records were produced). Return when it was stopped and the
+    stored offsets then; None, with the member running, if it folded all its records first.
     """
+    theirs = zombie.assigned
+
+    def own() -> int:
+        return sum(watch.latest.get(p, 0) for p in theirs)
+
+    def drained() -> bool:
+        return all(watch.latest.get(p, 0) >= ends[p] for p in theirs)
+
     for _ in range(100):
 
         async def committed_again(progress: int = progress) -> bool:
             assert zombie.proc.returncode is None, zombie.tail()
-            return sum(watch.latest.values()) > progress
+            return own() > progress or drained()
 
-        await _until(committed_again, 30, "the members commit batches", explain)
-        progress = sum(watch.latest.values())
+        await _until(committed_again, 30, "the zombie commits batches", explain)
+        if drained():
+            return None
+        progress = own()
         zombie.proc.send_signal(signal.SIGSTOP)
         stopped_at, ports = time.monotonic(), _local_ports(zombie.proc.pid)
         # Asked twice, a round trip apart: a BEGIN sent just before the stop shows by then.
         if not await db.fetchval(_BUSY_SESSIONS, ports):
             at_stop = await watch.sample()
             if not await db.fetchval(_BUSY_SESSIONS, ports):
-                return stopped_at, at_stop
+                if any(at_stop.get(p, 0) < ends[p] for p in theirs):
+                    return stopped_at, at_stop
+                zombie.proc.send_signal(signal.SIGCONT)
+                return None  # its last batch committed just before the stop
         zombie.proc.send_signal(signal.SIGCONT)
     raise AssertionError(f"never caught the zombie between transactions\n{await explain()}")
 
@@ -325,6 +346,26 @@ class Feed:
         return await end_offsets(self.bootstrap, self.topic, PARTITIONS)
 
 
+async def _caught_mid_backlog(
+    zombie: Member, db: asyncpg.Connection, watch: OffsetWatch, explain: Explain, feed: Feed
+) -> tuple[float, dict[int, int], dict[int, int]]:
+    """Produce a backlog and SIGSTOP the zombie between transactions before it has folded its
+    share: a fetched or folded batch is in hand. One that folded all its records before it was
+    caught is given more. Return when it was stopped, the stored and the end offsets then."""
+    theirs = zombie.assigned
+    stored = await watch.sample()
+    ends = await feed.take(BACKLOG)
+    progress = sum(stored.get(p, 0) for p in theirs)
+    while True:
+        caught = await _stop_between_transactions(
+            zombie, db, watch, explain, ends=ends, progress=progress
+        )
+        if caught is not None:
+            return (*caught, ends)
+        progress = sum(watch.latest.get(p, 0) for p in theirs)
+        ends = await feed.take(MORE)
+
+
 async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, group: Group) -> None:
     log = mixed_log(5, runs=60) + metric_log(5, runs=6, records_per_run=80, events_per_record=50)
     feed = Feed(stack.kafka_bootstrap, group.topic, log)
@@ -365,20 +406,8 @@ async def test_sigstopped_member_is_fenced_after_rebalance(stack: Settings, grou
     try:
         for _ in range(ROUNDS):
             await _until(split_evenly, 60, "both members hold partitions", explain)
-            theirs, progress = zombie.assigned, sum((await watch.sample()).values())
-            ends = await feed.take(BACKLOG)
-            # Stopped mid-backlog between transactions: a fetched or folded batch is in hand.
-            # An idle zombie is the easiest to catch between transactions, so one that has
-            # drained its backlog by then is resumed, given more, and caught again.
-            while True:
-                stopped_at, at_stop = await _stop_between_transactions(
-                    zombie, db, watch, explain, progress
-                )
-                if any(at_stop.get(p, 0) < ends[p] for p in theirs):
-                    break
-                progress = sum(at_stop.values())
-                zombie.proc.send_signal(signal.SIGCONT)
-                ends = await feed.take(MORE)
+            theirs = zombie.assigned
+            stopped_at, at_stop, ends = await _caught_mid_backlog(zombie, db, watch, explain, feed)
 
             ends = await feed.take(DURING_STOP)
             await _until(survivor_holds_all, 60, "the survivor got every partition", explain)

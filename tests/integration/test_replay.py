@@ -423,9 +423,9 @@ async def test_verify_names_the_rows_that_differ(served: Served) -> None:
     try:
         await conn.execute("UPDATE params SET value = 'tampered' WHERE run_id = $1", run_id)
         # derived data changed behind its triggers' back (the documents last: a write to tags
-        # rebuilds them)
+        # rebuilds them), one document no longer even JSON
         await conn.execute("UPDATE tags SET lifecycle_stage = 'deleted' WHERE run_id = $1", run_id)
-        await conn.execute("UPDATE runs SET data_doc = '\"tags\":[]' WHERE run_id = $1", run_id)
+        await conn.execute("UPDATE runs SET data_doc = '\"tags\":[' WHERE run_id = $1", run_id)
         await conn.execute("UPDATE metric_blocks SET points = 2 WHERE run_id = $1", run_id)
     finally:
         await conn.close()
