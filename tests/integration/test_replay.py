@@ -36,6 +36,7 @@ from projector.logread import end_offsets
 from projector.ops import OffsetMove
 from projector.snapshot import read_state_hash
 from projector.store import PgStore, quote_schema
+from services import verify as verify_module
 from services.config import Settings
 from services.replay import ReplayError, ReplayOptions, build_as_of, replay, rollback
 from services.verify import verify
@@ -300,6 +301,32 @@ async def test_rollback_brings_back_the_replaced_version_intact(served: Served, 
 async def test_rollback_without_a_previous_version_is_refused(served: Served) -> None:
     with pytest.raises(ReplayError, match=r"no .*__prev to roll back to"):
         await rollback(served.settings, OPTIONS)
+
+
+async def test_replay_verify_refuses_a_version_whose_derived_data_disagree(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = served.settings
+    async with aiohttp.ClientSession() as http:
+        await ok(http, served.url, "experiments/create", {"name": f"derived-{uuid.uuid4()}"})
+    await drained(settings)
+    live_before = await state_hash_of(settings, settings.read_schema)
+    checked: list[str] = []
+    real = verify_module.derived_mismatches
+
+    async def stale_in_the_rebuild(conn: asyncpg.Connection, schema: str) -> dict[str, list[str]]:
+        checked.append(schema)
+        if schema == settings.read_schema:
+            return await real(conn, schema)
+        return {"run documents": ["('a-run', 'stale')"]}  # as if the rebuild left one stale
+
+    monkeypatch.setattr(verify_module, "derived_mismatches", stale_in_the_rebuild)
+    with pytest.raises(ReplayError, match="derived data differ from its rows; not swapped"):
+        await replay(settings, OPTIONS)
+    # Only the rebuilt version was checked, and the live one was left in place.
+    assert len(checked) == 1
+    assert checked[0] != settings.read_schema
+    assert await state_hash_of(settings, settings.read_schema) == live_before
 
 
 async def test_an_interrupted_replay_resumes_where_it_stopped(served: Served, load: Load) -> None:
