@@ -17,10 +17,11 @@ the read goes ahead with what is there, and a warning is logged: a barrier never
 
 A broker that does not answer would make every read wait the whole deadline. So once a read
 found it gone (a refusal, or no end offsets by its deadline), the reads after it ask for the end
-offsets only briefly (`probe_s`) and go ahead without the guarantee when that fails; the first
-answer ends this. Each such read still asks a call that starts after it began, so it sees every
-write acknowledged before it whenever the broker answers it in time; a read that went ahead says
-so (`wait` returns False, the API answers `eventual`).
+offsets only briefly (`probe_s`) and go ahead without the guarantee when that fails; the
+broker's first answer ends this, even one that came too late for its readers. Each such read
+still asks a call that starts after it began, so it sees every write acknowledged before it
+whenever the broker answers it in time; a read that went ahead says so (`wait` returns False,
+the API answers `eventual`).
 """
 
 from __future__ import annotations
@@ -257,9 +258,6 @@ class ReadBarrier:
                 self._lost = True
                 log.warning("read_barrier_broker_unreachable", topic=self.topic, error=repr(exc))
             return False
-        if self._lost:
-            self._lost = False
-            log.info("read_barrier_broker_answers", topic=self.topic)
         wanted = ends if keys is None else {self.partition_of(k) for k in keys}
         targets = {p: ends[p] for p in wanted if ends.get(p, 0) > 0}
         try:
@@ -304,6 +302,9 @@ class ReadBarrier:
         # Bounded like a read: a call hung on a dead broker must not hold up the calls after it
         async with asyncio.timeout(self.deadline_s):
             offsets = await consumer.end_offsets(parts)
+        if self._lost:  # any answer, even one its readers stopped waiting for
+            self._lost = False
+            log.info("read_barrier_broker_answers", topic=self.topic)
         return {tp.partition: offset for tp, offset in offsets.items()}
 
     async def _poll(self) -> None:

@@ -232,3 +232,16 @@ async def test_an_os_error_from_the_broker_is_a_lost_broker_too() -> None:
     del broker.end_offsets  # the class's again: the broker answers
     assert await barrier.wait()
     await barrier.stop()
+
+
+async def test_an_answer_too_late_for_its_readers_still_ends_the_brief_asking() -> None:
+    broker, pool = Broker(), Projected()
+    barrier = barrier_on(broker, pool, deadline_s=0.05)
+    broker.set("silent")
+    assert not await barrier.wait()  # no end offsets by its deadline: the broker is gone
+    barrier.deadline_s = 3600
+    assert not await barrier.wait()  # asked briefly; its call is still out
+    assert barrier._lost
+    broker.set("up")  # that call is answered, though no read waits for it any more
+    await yield_until(lambda: not barrier._lost)
+    await barrier.stop()
