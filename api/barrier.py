@@ -151,7 +151,7 @@ class ReadBarrier:
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
-        self._lost = False  # the broker did not answer the last read that asked it
+        self._lost = False  # a read found the broker gone, and no call has been answered since
         self.polls = 0
         self.timeouts = 0
         self.unguarded_reads = 0  # reads that went ahead because the broker did not answer

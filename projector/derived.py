@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from projector.store import quote_schema
+
 __all__ = [
     "BLOCK_MISCOUNTS",
     "DERIVED_CHECKS",
@@ -150,7 +152,7 @@ async def derived_mismatches(
     found: dict[str, list[str]] = {}
     await conn.execute(_LENIENT_JSONB)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("SELECT set_config('search_path', quote_ident($1), true)", schema)
+        await conn.execute("SELECT set_config('search_path', $1, true)", quote_schema(schema))
         for name, sql in DERIVED_CHECKS.items():
             rows = await conn.fetch(f"SELECT * FROM ({sql}) AS differing LIMIT {limit + 1}")
             if rows:

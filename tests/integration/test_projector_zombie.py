@@ -245,35 +245,36 @@ async def _stop_between_transactions(
     explain: Explain,
     *,
     ends: dict[int, int],
-    progress: int,
+    since: dict[int, int],
 ) -> tuple[float, dict[int, int]] | None:
     """SIGSTOP the member between PostgreSQL transactions while its partitions' records (up to
     `ends`) are not all folded: it has a fetched or folded batch in hand.
 
     Stopped inside a transaction, it would hold row and advisory locks that stall the other
     member (see the module docstring); that is a different scenario. Each attempt waits until
-    the member itself committed again, the first past `progress` (the sum of its partitions'
-    stored offsets before the records were produced). Return when it was stopped and the
-    stored offsets then; None, with the member running, if it folded all its records first.
+    the member itself committed again, the first past the stored offsets `since` (taken before
+    the records were produced). Return when it was stopped and the stored offsets then; None,
+    with the member running, if it folded all its records first.
     """
     theirs = zombie.assigned
 
-    def own() -> int:
-        return sum(watch.latest.get(p, 0) for p in theirs)
+    def own(offsets: dict[int, int]) -> int:
+        return sum(offsets.get(p, 0) for p in theirs)
 
     def drained() -> bool:
         return all(watch.latest.get(p, 0) >= ends[p] for p in theirs)
 
+    progress = own(since)
     for _ in range(100):
 
         async def committed_again(progress: int = progress) -> bool:
             assert zombie.proc.returncode is None, zombie.tail()
-            return own() > progress or drained()
+            return own(watch.latest) > progress or drained()
 
         await _until(committed_again, 30, "the zombie commits batches", explain)
         if drained():
             return None
-        progress = own()
+        progress = own(watch.latest)
         zombie.proc.send_signal(signal.SIGSTOP)
         stopped_at, ports = time.monotonic(), _local_ports(zombie.proc.pid)
         # Asked twice, a round trip apart: a BEGIN sent just before the stop shows by then.
@@ -352,17 +353,15 @@ async def _caught_mid_backlog(
     """Produce a backlog and SIGSTOP the zombie between transactions before it has folded its
     share: a fetched or folded batch is in hand. One that folded all its records before it was
     caught is given more. Return when it was stopped, the stored and the end offsets then."""
-    theirs = zombie.assigned
-    stored = await watch.sample()
+    since = await watch.sample()
     ends = await feed.take(BACKLOG)
-    progress = sum(stored.get(p, 0) for p in theirs)
     while True:
         caught = await _stop_between_transactions(
-            zombie, db, watch, explain, ends=ends, progress=progress
+            zombie, db, watch, explain, ends=ends, since=since
         )
         if caught is not None:
             return (*caught, ends)
-        progress = sum(watch.latest.get(p, 0) for p in theirs)
+        since = dict(watch.latest)
         ends = await feed.take(MORE)
 
 
