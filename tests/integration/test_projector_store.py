@@ -293,3 +293,45 @@ async def test_a_session_frozen_in_a_transaction_is_ended_by_the_server(
                 await conn.execute("SELECT 1")
     finally:
         await observer.close()
+
+
+async def test_block_counts_land_in_the_points_schema_whatever_the_writers_path(
+    stack: Settings, schema_factory: object
+) -> None:
+    """The block-count trigger (migration 0014) counts into the schema of the table written,
+    not the writer's search_path: not another read-model schema first on it, not a temporary
+    table of the same name, not a schema's old name after a rename (a replay's swap). It puts
+    the writer's search_path back as it was."""
+    ours = await schema_factory("projector")  # type: ignore[operator]
+    other = await schema_factory("projector")  # type: ignore[operator]
+    renamed = f"{ours}_renamed"
+    insert = (
+        "INSERT INTO {}.metrics (run_id, key, step, ts, value) "
+        "SELECT 'r', 'loss', s, 0, s FROM generate_series($1::bigint, $2::bigint) AS s"
+    )
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": other})
+    try:
+        await conn.execute("CREATE TEMP TABLE metric_blocks (LIKE metric_blocks)")
+        async with conn.transaction():  # what the trigger sets for itself lasts until its end
+            await conn.execute(insert.format(quote_schema(ours)), 0, 99)
+            assert await conn.fetchval("SHOW search_path") == other
+        assert await conn.fetchval("SELECT count(*) FROM pg_temp.metric_blocks") == 0
+        await conn.execute("DROP TABLE pg_temp.metric_blocks")  # it would shadow the check's
+        await conn.execute(f"ALTER SCHEMA {quote_schema(ours)} RENAME TO {quote_schema(renamed)}")
+        try:
+            # planned above under the old name; the cached plan must follow the rename
+            await conn.execute(insert.format(quote_schema(renamed)), 100, 299)
+            assert await conn.fetchval("SHOW search_path") == other
+            assert await derived_mismatches(conn, renamed) == {}
+            levels = await conn.fetch(
+                f"SELECT level, points FROM {quote_schema(renamed)}.metric_levels ORDER BY level"
+            )
+        finally:
+            await conn.execute(
+                f"ALTER SCHEMA {quote_schema(renamed)} RENAME TO {quote_schema(ours)}"
+            )
+        assert [tuple(r) for r in levels] == [(level, 300) for level in (6, 10, 14, 18, 22, 26)]
+        assert await conn.fetchval(f"SELECT count(*) FROM {quote_schema(other)}.metric_blocks") == 0
+        assert await conn.fetchval(f"SELECT count(*) FROM {quote_schema(other)}.metric_series") == 0
+    finally:
+        await conn.close()
