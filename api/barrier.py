@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# The projector may `SELECT pg_notify('runstream_projector', current_schema())` in the
+# The projector may `SELECT pg_notify('runstream_projector', <its schema>)` in the
 # transaction that moves its offsets, so waiters wake at the commit instead of the next poll.
 NOTIFY_CHANNEL = "runstream_projector"
 _PROJECTED = "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1"

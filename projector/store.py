@@ -44,6 +44,9 @@ _BEGIN_BATCH = (
     "set_config('runstream.documents', 'deferred', true), "
     "set_config('runstream.run_copies', 'deferred', true)"
 )
+# A batch that moves offsets also wakes the query API's read-your-writes waiters (api/barrier.py
+# listens) when it commits, in the same round trip; the payload is its schema.
+_BEGIN_BATCH_NOTIFYING = _BEGIN_BATCH + ", pg_notify('runstream_projector', $2)"
 _COPY_LIFECYCLES = [
     f"""
 UPDATE {table} AS c SET lifecycle_stage = r.lifecycle_stage
@@ -57,8 +60,6 @@ _REFRESH_DOCUMENTS = "SELECT refresh_run_documents(current_schema(), $1::text[])
 # Optional (synchronous_commit=False): rows and offsets commit atomically, so a commit lost in a
 # database crash rolls both back together and the batch is folded again from Kafka.
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
-# Wakes the query API's read-your-writes waiters (api/barrier.py listens) when this commits.
-_NOTIFY_PROJECTED = "SELECT pg_notify('runstream_projector', current_schema())"
 
 _CAS = """
 WITH moves AS (
@@ -311,12 +312,13 @@ class PgStore:
                 raise StoreRejectedError(f"PostgreSQL refused the batch: {exc!r}") from exc
 
     async def _apply(self, conn: asyncpg.Connection, ops: Ops, moves: list[OffsetMove]) -> None:
-        await conn.execute(_BEGIN_BATCH, self._path)
+        if moves:
+            await conn.execute(_BEGIN_BATCH_NOTIFYING, self._path, self.schema)
+        else:
+            await conn.execute(_BEGIN_BATCH, self._path)
         if not self._synchronous_commit:
             await conn.execute(_ASYNC_COMMIT)
         await _compare_and_set(conn, moves)
-        if moves:
-            await conn.execute(_NOTIFY_PROJECTED)
         staged = _stages_changed(ops)
         if ops.lineage or staged:
             # Before any run row is touched, so lineage writers never wait on each other's rows;

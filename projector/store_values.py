@@ -6,6 +6,11 @@ can be stored yet and they are copied straight into ``metrics`` (binary COPY, ab
 of staging). The other groups - only after redelivery or rewinds - go through a temporary staging
 table and ``INSERT ... ON CONFLICT DO NOTHING``. A savepoint makes the fast path safe even if
 ``latest_metrics`` was edited by hand: a unique violation reroutes the batch to the slow path.
+
+A batch of a few points (metrics trickling in from a sequential client, one request per point)
+skips all that: the check, the savepoint and COPY cost four more round trips than the one
+``INSERT ... ON CONFLICT DO NOTHING`` that stores the same points (a one-point batch: 2.7 ms
+against 1.9 ms, the whole transaction).
 """
 
 from __future__ import annotations
@@ -55,6 +60,16 @@ SELECT run_id, key, step, ts, value, model_id, dataset_name, dataset_digest
 FROM pg_temp.projector_metrics_stage
 ON CONFLICT DO NOTHING
 """
+
+_FEW_METRICS = """
+INSERT INTO metrics (run_id, key, step, ts, value, model_id, dataset_name, dataset_digest)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[],
+                     $6::text[], $7::text[], $8::text[])
+ON CONFLICT DO NOTHING
+"""
+# Up to this many points a batch takes one INSERT. Measured on one-transaction batches here, it
+# was faster than the fast path up to 128 points; COPY's cheaper rows win from about 256.
+FEW_METRICS = 64
 
 # The (run, key) groups of the batch that may hold points stored already: those whose smallest
 # new point is not above the stored latest (latest_metrics is the max of every stored point).
@@ -119,6 +134,9 @@ async def write_values(conn: asyncpg.Connection, ops: Ops, schema: str) -> None:
 
 
 async def _metrics(conn: asyncpg.Connection, ops: Ops, schema: str) -> None:
+    if len(ops.metrics) <= FEW_METRICS:
+        await conn.execute(_FEW_METRICS, *columns(ops.metrics, 8))
+        return
     # Before latest_metrics is updated: the stored latest bounds every stored point.
     stale = {
         (r["run_id"], r["key"]) for r in await conn.fetch(_STALE_GROUPS, *columns(ops.earliest, 5))

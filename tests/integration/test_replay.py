@@ -495,8 +495,8 @@ async def test_a_replay_of_retried_and_out_of_order_points_keeps_each_point_once
         run_id = (await post("runs/create", {"experiment_id": exp}))["run"]["info"]["run_id"]
         point = {"key": "loss", "value": 0.5, "timestamp": 10, "step": 3}
         earlier = {"key": "loss", "value": 0.7, "timestamp": 5, "step": 1}
-        # A retried request, then a point below the latest: when folded in a later batch than
-        # their first copy, both take the slow path that the missing key cannot guard.
+        # A retried request, then a point below the latest: folded in a later batch than their
+        # first copy, each must find it stored and not count it again.
         for metrics in ([point], [point], [earlier], [point, earlier]):
             await post("runs/log-batch", {"run_id": run_id, "metrics": metrics})
     await drained(settings)
