@@ -77,7 +77,7 @@ async def measure(
     latencies: list[float] = []
     errors: list[str] = []
     issued = 0
-    stolen = _steal_ms()
+    stolen = steal_ms()
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -109,7 +109,7 @@ async def measure(
         # CPU time the machine's hypervisor took from its CPUs meanwhile: it stops everything at
         # once, ~100 ms at a time on the 2-core machines here, which at 8 clients lands 8 of 400
         # requests in the same stall, more than a p99 can hide
-        "steal_ms": _steal_ms() - stolen,
+        "steal_ms": steal_ms() - stolen,
         **({"first_error": errors[0]} if errors else {}),
     }
 
@@ -121,7 +121,7 @@ def _jiffies() -> list[int]:
         return [int(v) for v in stat.readline().split()[1:]]
 
 
-def _steal_ms() -> int:
+def steal_ms() -> int:
     """Return the CPU milliseconds stolen from all CPUs since boot."""
     return _jiffies()[7] * 1000 // os.sysconf("SC_CLK_TCK")
 
