@@ -194,9 +194,10 @@ def seed_scenario(name: str, url: str) -> dict[str, Any]:
     }
 
 
-def seed_scenarios(urls: dict[str, str], repeats: int) -> None:
+def seed_scenarios(runstream_url: str, mlflow_url: str, repeats: int) -> None:
     """Run the tutorial `repeats` times per peer, the peers taking turns, and emit the ratio of
     the median walls: one run of about 10 s is at the mercy of this machine's stolen time."""
+    urls = {"runstream_strong": runstream_url, "mlflow": mlflow_url}
     walls: dict[str, list[float]] = {name: [] for name in urls}
     client_cpu: dict[str, list[float]] = {name: [] for name in urls}
     for turn in range(repeats):
@@ -261,7 +262,7 @@ async def main(args: argparse.Namespace) -> None:
     ):
         figures: list[dict[str, Any]] = []
         if args.seed_scenario:
-            seed_scenarios({"runstream_strong": rs_url, "mlflow": ml_url}, args.seed_repeats)
+            seed_scenarios(rs_url, ml_url, args.seed_repeats)
         began = time.perf_counter()
         events = await dataset.produce(
             settings.kafka_bootstrap, rs_info["topic"], dataset.runstream_records(search, history)

@@ -54,19 +54,17 @@ CREATE TEMP TABLE IF NOT EXISTS projector_metrics_stage (
 ) ON COMMIT DELETE ROWS
 """
 
-_METRICS = """
+# Both paths that may meet stored points insert the same columns (MetricRow's order) this way.
+_INSERT_METRICS = """
 INSERT INTO metrics (run_id, key, step, ts, value, model_id, dataset_name, dataset_digest)
-SELECT run_id, key, step, ts, value, model_id, dataset_name, dataset_digest
-FROM pg_temp.projector_metrics_stage
+SELECT * FROM {source}
 ON CONFLICT DO NOTHING
 """
-
-_FEW_METRICS = """
-INSERT INTO metrics (run_id, key, step, ts, value, model_id, dataset_name, dataset_digest)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[],
-                     $6::text[], $7::text[], $8::text[])
-ON CONFLICT DO NOTHING
-"""
+_METRICS = _INSERT_METRICS.format(source="pg_temp.projector_metrics_stage")
+_FEW_METRICS = _INSERT_METRICS.format(
+    source="unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], "
+    "$6::text[], $7::text[], $8::text[])"
+)
 # Up to this many points a batch takes one INSERT. Measured on one-transaction batches here, it
 # was faster than the fast path up to 128 points; COPY's cheaper rows win from about 256.
 FEW_METRICS = 64
