@@ -337,9 +337,9 @@ async def test_block_counts_land_in_the_points_schema_whatever_the_writers_path(
         await conn.execute("DROP TABLE pg_temp.metric_blocks")  # it would shadow the check's
         await conn.execute(f"ALTER SCHEMA {quote_schema(ours)} RENAME TO {quote_schema(renamed)}")
         try:
-            # planned above under the old name; the cached plan must follow the rename
-            await conn.execute(insert.format(quote_schema(renamed)), 100, 299)
-            assert await conn.fetchval("SHOW search_path") == other
+            async with conn.transaction():  # planned above under the old name: it must follow
+                await conn.execute(insert.format(quote_schema(renamed)), 100, 299)
+                assert await conn.fetchval("SHOW search_path") == other
             assert await derived_mismatches(conn, renamed) == {}
             levels = await conn.fetch(
                 f"SELECT level, points FROM {quote_schema(renamed)}.metric_levels ORDER BY level"
@@ -351,5 +351,48 @@ async def test_block_counts_land_in_the_points_schema_whatever_the_writers_path(
         assert [tuple(r) for r in levels] == [(level, 300) for level in (6, 10, 14, 18, 22, 26)]
         assert await conn.fetchval(f"SELECT count(*) FROM {quote_schema(other)}.metric_blocks") == 0
         assert await conn.fetchval(f"SELECT count(*) FROM {quote_schema(other)}.metric_series") == 0
+    finally:
+        await conn.close()
+
+
+async def test_block_count_plan_made_for_a_big_batch_still_probes_for_one_point(
+    stack: Settings, schema_factory: object
+) -> None:
+    """The trigger's statement is planned once per session (migration 0014), by whichever batch
+    comes first. A projector that starts on a backlog plans it for thousands of points; the
+    one-point batches after it must still find their blocks by index, not by reading
+    `metric_blocks` whole (a scan that would grow with the table). Counted in the session's
+    own pending table statistics, which need no wait for a flush."""
+    schema = await schema_factory("projector")  # type: ignore[operator]
+    batch = (
+        "INSERT INTO metrics (run_id, key, step, ts, value) SELECT $1 || r, k, 0, 0, 0 "
+        "FROM generate_series(1, 1000) AS r, unnest(ARRAY['loss', 'acc', 'f1']) AS k"
+    )
+    one_point = (
+        "INSERT INTO metrics (run_id, key, step, ts, value) VALUES ('old1', 'loss', $1, 0, 0)"
+    )
+    scans = (
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = $1 AND relname = 'metric_blocks'"
+    )
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    try:
+        await conn.execute(batch, "old")
+        await conn.execute("ANALYZE metric_blocks")  # as autovacuum would by now
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    try:
+        await conn.execute(batch, "new")  # this session's first batch: 3,000 series
+        async with conn.transaction():
+            before = await conn.fetchrow(scans, schema)
+            for block in range(1, 21):  # a new block each time, so each must be looked for
+                await conn.execute(one_point, block * 64)
+            after = await conn.fetchrow(scans, schema)
+        assert before is not None
+        assert after is not None
+        assert after["idx_scan"] - before["idx_scan"] >= 20
+        assert after["seq_scan"] - before["seq_scan"] == 0
+        assert await derived_mismatches(conn, schema) == {}
     finally:
         await conn.close()
