@@ -195,17 +195,19 @@ def seed_scenario(name: str, url: str) -> dict[str, Any]:
 
 
 def seed_scenarios(runstream_url: str, mlflow_url: str, repeats: int) -> None:
-    """Run the tutorial `repeats` times per peer, the peers taking turns, and emit the ratio of
-    the median walls: one run of about 10 s is at the mercy of this machine's stolen time."""
-    urls = {"runstream_strong": runstream_url, "mlflow": mlflow_url}
-    walls: dict[str, list[float]] = {name: [] for name in urls}
-    client_cpu: dict[str, list[float]] = {name: [] for name in urls}
+    """Run the tutorial `repeats` times per peer, the peers taking turns (and turns about who
+    goes first), and emit the ratio of the median walls: one run of about 10 s is at the mercy
+    of this machine's stolen time. A failed run ends the scenario with a ratio line saying so."""
+    peers = [("runstream_strong", runstream_url), ("mlflow", mlflow_url)]
+    walls: dict[str, list[float]] = {name: [] for name, _ in peers}
+    client_cpu: dict[str, list[float]] = {name: [] for name, _ in peers}
     for turn in range(repeats):
-        for name, url in urls.items():
+        for name, url in peers if turn % 2 == 0 else peers[::-1]:
             stolen = steal_ms()
             fig = seed_scenario(name, url)
             emit({**fig, "turn": turn + 1, "steal_ms": steal_ms() - stolen})
             if "wall_s" not in fig:
+                emit({"ratio": "seed wall mlflow/runstream", "error": f"{name} run failed"})
                 return
             walls[name].append(fig["wall_s"])
             client_cpu[name].append(fig["client_cpu_s"])
@@ -220,6 +222,13 @@ def seed_scenarios(runstream_url: str, mlflow_url: str, repeats: int) -> None:
             "ceiling_x": round(theirs / statistics.median(client_cpu["runstream_strong"]), 1),
         }
     )
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 # --- Orchestration ----------------------------------------------------------------------------
@@ -344,7 +353,7 @@ if __name__ == "__main__":
     parser.add_argument("--catchup-deadline", type=float, default=900.0)
     parser.add_argument("--no-seed-scenario", dest="seed_scenario", action="store_false")
     parser.add_argument(
-        "--seed-repeats", type=int, default=3, help="seed scenario runs per peer (median)"
+        "--seed-repeats", type=_at_least_one, default=3, help="seed scenario runs per peer (median)"
     )
     parser.add_argument("--no-token-check", dest="token_check", action="store_false")
     asyncio.run(main(parser.parse_args()))
