@@ -252,7 +252,7 @@ class QueryApi:
         fields = await _fields(request)
         plan = compile_experiment_search(
             fields.text("filter"),
-            fields.enum("view_type"),
+            fields.raw("view_type"),
             fields.integer("max_results"),
             fields.texts("order_by"),
             fields.text("page_token"),
@@ -287,7 +287,7 @@ class QueryApi:
         request_fields = (
             experiment_ids,
             fields.text("filter"),
-            fields.enum("run_view_type"),
+            fields.raw("run_view_type"),
             fields.integer("max_results"),
             fields.texts("order_by"),
             fields.text("page_token"),

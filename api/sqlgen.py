@@ -9,6 +9,7 @@ the whitelists below. The query selects ids in order and fetches one row more th
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -134,8 +135,31 @@ def check_max_results(max_results: int | None, *, default: int | None) -> int:
     return max_results
 
 
+def mlflow_view_type(raw: object) -> int | None:
+    """Read a ViewType field as MLflow's server does; None where it takes the default.
+
+    MLflow parses requests with protobuf's JSON parser told to ignore what it does not know, so
+    no view type is an error there: a name counts only as spelled in the proto ("ALL", not
+    "all"), a number (or a number in text, or a float, truncated) only if it is 1, 2 or 3, and
+    anything else leaves the field unset, which is ACTIVE_ONLY. A client that sends "all"
+    expecting deleted runs gets the same active ones from both servers."""
+    if isinstance(raw, str):
+        if raw in _VIEW_TYPES:
+            return _VIEW_TYPES[raw]
+        try:
+            number = int(raw)
+        except ValueError:
+            return None
+    elif isinstance(raw, int | float) and math.isfinite(raw):
+        number = int(raw)
+    else:
+        return None
+    return number if number in _VIEW_STAGES else None
+
+
 def lifecycle_stages(view_type: str | int | None, parameter: str) -> list[str]:
-    """Return the lifecycle stages a ViewType (name or number, default ACTIVE_ONLY) selects."""
+    """Return the lifecycle stages a ViewType (name or number, default ACTIVE_ONLY) selects;
+    Runstream's own endpoints refuse what they do not know (MLflow's take `mlflow_view_type`)."""
     if view_type is None:
         return list(_VIEW_STAGES[1])
     number = _VIEW_TYPES.get(view_type.upper()) if isinstance(view_type, str) else view_type
@@ -520,7 +544,7 @@ def _driven(
 def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed interface
     experiment_ids: Sequence[str | int],
     filter_string: str | None,
-    run_view_type: str | int | None,
+    run_view_type: object,
     max_results: int | None,
     order_by: Sequence[str] | None,
     page_token: str | None,
@@ -530,7 +554,7 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     the predicates at the `members` indexes of `memberships` become membership tests."""
     limit = check_max_results(max_results, default=RUNS_DEFAULT_MAX_RESULTS)
     ids = list(dict.fromkeys(_experiment_ids(experiment_ids)))
-    stages = lifecycle_stages(run_view_type, "run_view_type")
+    stages = lifecycle_stages(mlflow_view_type(run_view_type), "run_view_type")
     predicates = parse_run_filter(filter_string)
     ordering = parse_run_order_by(order_by)
     offset = decode_page_token(page_token)
@@ -577,14 +601,14 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
 
 def compile_experiment_search(
     filter_string: str | None,
-    view_type: str | int | None,
+    view_type: object,
     max_results: int | None,
     order_by: Sequence[str] | None,
     page_token: str | None,
 ) -> SearchPlan:
     """Compile a SearchExperiments request into a query selecting one page of ids, plus one."""
     limit = check_max_results(max_results, default=None)
-    stages = lifecycle_stages(view_type, "view_type")
+    stages = lifecycle_stages(mlflow_view_type(view_type), "view_type")
     predicates = parse_experiment_filter(filter_string)
     ordering = parse_experiment_order_by(order_by)
     offset = decode_page_token(page_token)

@@ -230,7 +230,6 @@ async def test_search_runs_errors(api: QueryHarness) -> None:
         ({"experiment_ids": ["1"], "filter": "metrics.acc = 'x'"}, ""),
         ({"experiment_ids": ["1"], "filter": 5}, "Invalid value 5 for parameter 'filter'"),
         ({"experiment_ids": ["1"], "page_token": "%%%"}, "Invalid page token"),
-        ({"experiment_ids": ["1"], "run_view_type": "NOPE"}, "Invalid value"),
         (
             {"experiment_ids": ["1"], "order_by": ["metrics.a", "metrics.a DESC"]},
             "`order_by` contains duplicate",

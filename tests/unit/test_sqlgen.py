@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
+from api.sqlgen import (
+    SearchPlan,
+    compile_experiment_search,
+    compile_run_search,
+    lifecycle_stages,
+)
 from api.tokens import (
     HistoryPage,
     decode_history_token,
@@ -36,7 +41,7 @@ def runs(
     order_by: list[str] | None = None,
     page_token: str | None = None,
     max_results: int | None = 100,
-    view: str | int | None = "ACTIVE_ONLY",
+    view: object = "ACTIVE_ONLY",
 ) -> SearchPlan:
     return compile_run_search(["1"], filter_string, view, max_results, order_by, page_token)
 
@@ -46,7 +51,7 @@ def experiments(
     order_by: list[str] | None = None,
     page_token: str | None = None,
     max_results: int | None = 100,
-    view: str | int | None = "ACTIVE_ONLY",
+    view: object = "ACTIVE_ONLY",
 ) -> SearchPlan:
     return compile_experiment_search(filter_string, view, max_results, order_by, page_token)
 
@@ -402,27 +407,43 @@ def test_max_results() -> None:
     rejects(lambda: experiments(max_results=50_001), "It must be at most 50000")
 
 
+ACTIVE, DELETED, BOTH = ["active"], ["deleted"], ["active", "deleted"]
+
+
 @pytest.mark.parametrize(
     ("view", "stages"),
     [
-        (None, ["active"]),
-        ("ACTIVE_ONLY", ["active"]),
-        ("deleted_only", ["deleted"]),
-        ("ALL", ["active", "deleted"]),
-        (1, ["active"]),
-        (2, ["deleted"]),
-        (3, ["active", "deleted"]),
+        (None, ACTIVE),
+        ("ACTIVE_ONLY", ACTIVE),
+        ("DELETED_ONLY", DELETED),
+        ("ALL", BOTH),
+        (1, ACTIVE),
+        (2, DELETED),
+        (3, BOTH),
+        ("3", BOTH),  # a number in text, as a query string carries it
+        (2.0, DELETED),  # MLflow's parser truncates a float
+        (3.9, BOTH),
     ],
 )
-def test_view_types(view: str | int | None, stages: list[str]) -> None:
+def test_view_types(view: object, stages: list[str]) -> None:
     assert runs(view=view).args[1] == stages
     assert experiments(view=view).args[0] == stages
 
 
+@pytest.mark.parametrize(
+    "view",
+    ["all", "deleted_only", "ALL ", "BOTH", "", "2.0", 0, 4, -1, True, False, math.inf, ["ALL"]],
+)
+def test_unknown_view_type_is_active_only_as_in_mlflow(view: object) -> None:
+    """MLflow's server ignores an enum value it does not know: no error, the default view
+    (a lower-case "all" included, which must not reveal deleted runs)."""
+    assert runs(view=view).args[1] == ACTIVE
+    assert experiments(view=view).args[0] == ACTIVE
+
+
 @pytest.mark.parametrize("view", ["BOTH", "", 0, 4, True])
-def test_bad_view_type(view: str | int) -> None:
-    rejects(lambda: runs(view=view), "for parameter 'run_view_type' supplied")
-    rejects(lambda: experiments(view=view), "for parameter 'view_type' supplied")
+def test_runstream_endpoints_refuse_an_unknown_view_type(view: object) -> None:
+    rejects(lambda: lifecycle_stages(view, "run_view_type"), "for parameter 'run_view_type'")
 
 
 def test_experiment_ids() -> None:
