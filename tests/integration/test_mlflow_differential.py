@@ -10,18 +10,11 @@ its HTTP status and MLflow error code (messages may differ). The dataset is in
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from differential_corpus import (
     BAD_REQUESTS,
@@ -34,15 +27,13 @@ from differential_corpus import (
     RunSearch,
 )
 from differential_dataset import DATASET, EXPERIMENTS, Loaded, final_name, load_dataset
+from differential_servers import side_by_side
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
-from processes import free_port, runstream_process, wait_healthy
 
-from ingest.topics import delete_topics, ensure_topics
 from services.config import Settings
-from services.migrations import load, migrate, quote_schema
 
 pytestmark = pytest.mark.integration
 
@@ -176,90 +167,11 @@ def mismatch(search: object, mlflow_answer: Answer, runstream_answer: Answer) ->
 
 
 @pytest.fixture(scope="module")
-def no_client_retries() -> Iterator[None]:
-    """Make a failing request fail the test now, not after the client's minutes of retries."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        patch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-        yield
-
-
-@asynccontextmanager
-async def mlflow_server(root: Path) -> AsyncIterator[str]:
-    """Run MLflow's tracking server on SQLite under `root`; yield its URL; stop its group."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root",
-        (root / "artifacts").as_uri(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,  # its workers share its process group
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(url, proc, 120)
-        yield url
-    finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-@asynccontextmanager
-async def runstream_server(stack: Settings, root: Path) -> AsyncIterator[str]:
-    """Run `runstream serve` on its own topic and schemas; yield its URL; drop them after."""
-    topic = f"test.events_{uuid.uuid4().hex[:12]}"
-    schemas = {
-        "RUNSTREAM_REGISTRY_SCHEMA": ("ingest", f"t_ingest_{uuid.uuid4().hex[:12]}"),
-        "RUNSTREAM_READ_SCHEMA": ("projector", f"t_projector_{uuid.uuid4().hex[:12]}"),
-    }
-    await ensure_topics(stack.kafka_bootstrap, topic, 6, f"{topic}.dead-letter")
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        for package, schema in schemas.values():
-            await migrate(conn, schema, load(package))
-        env = {
-            "RUNSTREAM_TOPIC": topic,
-            "RUNSTREAM_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
-            "RUNSTREAM_CONSUMER_GROUP": f"test-differential-{uuid.uuid4().hex[:12]}",
-            "RUNSTREAM_ARTIFACT_ROOT": root.as_uri(),
-            **{variable: schema for variable, (_, schema) in schemas.items()},
-        }
-        async with runstream_process("serve", env) as url:
-            yield url
-    finally:
-        for _, schema in schemas.values():
-            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_schema(schema)} CASCADE")
-        await conn.close()
-        await delete_topics(stack.kafka_bootstrap, [topic, f"{topic}.dead-letter"])
-
-
-@pytest.fixture(scope="module")
 async def servers(
-    stack: Settings, tmp_path_factory: pytest.TempPathFactory, no_client_retries: None
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Loaded, Loaded]]:
     """Start both servers, load the dataset into each, and yield (MLflow, Runstream)."""
-    root = tmp_path_factory.mktemp("differential")
-    (root / "mlflow").mkdir()
-    (root / "runstream").mkdir()
-    async with (
-        mlflow_server(root / "mlflow") as theirs,
-        runstream_server(stack, root / "runstream") as ours,
-    ):
+    async with side_by_side(stack, tmp_path_factory.mktemp("differential")) as (theirs, ours):
         loaded = await asyncio.gather(
             asyncio.to_thread(load_dataset, theirs), asyncio.to_thread(load_dataset, ours)
         )
