@@ -6,6 +6,7 @@ differ between servers, and the test fills them in per server.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,6 +295,74 @@ RUN_SEARCHES: list[RunSearch] = [
 ]
 
 # Each must be an error on MLflow's server (checked), and the same error on Runstream's.
+# --- generated: random combinations of the grammar's parts, the same every run -----------------
+
+_METRIC_KEYS = ("acc", "loss", "`m.dot`", "`spacey name`")
+_NUMBERS = ("-1", "-0.5", "0", "0.1", "0.25", "0.5", "0.75", "1", "2.5", "10", "1e300")
+_NUMBER_OPS = ("<", "<=", ">", ">=", "=", "!=")
+_STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
+_STRINGS = {
+    "params": {
+        "lr": ("0.1", "1e-3", "1E-3", "10", "9", "", "%", "1%", "%e%", "_"),
+        "batch": ("1", "8", "16", "128", "1%", "_"),
+        "model": ("cnn", "CNN", "rnn", "Mlp", "%n%", "m%", "_nn"),
+    },
+    "tags": {
+        "owner": ("alice", "Bob", "bob", "a%", "%o%"),
+        "stage": ("prod", "dev", "Dev", "", "50%", "%", "d%"),
+        "note": ("", "%"),
+    },
+}
+_ORDER_KEYS = (
+    *(f"metrics.{key}" for key in _METRIC_KEYS),
+    *(f"params.{key}" for key in _STRINGS["params"]),
+    *(f"tags.{key}" for key in _STRINGS["tags"]),
+    *("attributes.start_time", "attributes.end_time", "attributes.run_name", "attributes.status"),
+)
+_EXPERIMENT_CHOICES = (("alpha",), ("beta",), AB)
+_VIEWS = (ViewType.ACTIVE_ONLY, ViewType.ACTIVE_ONLY, DELETED, ALL)
+
+
+def _clause(pick: random.Random) -> str:
+    kind = pick.choice(("metric", "metric", "params", "tags", "null", "status", "name", "time"))
+    if kind == "metric":
+        key, op = pick.choice(_METRIC_KEYS), pick.choice(_NUMBER_OPS)
+        return f"metrics.{key} {op} {pick.choice(_NUMBERS)}"
+    if kind in {"params", "tags"}:
+        key = pick.choice(tuple(_STRINGS[kind]))
+        value = pick.choice(_STRINGS[kind][key]).replace("'", "''")
+        return f"{kind}.{key} {pick.choice(_STRING_OPS)} '{value}'"
+    if kind == "null":
+        kind = pick.choice(("params", "tags"))
+        key = pick.choice(tuple(_STRINGS[kind]))
+        return f"{kind}.{key} IS {pick.choice(('', 'NOT '))}NULL"
+    if kind == "status":
+        value = pick.choice(("RUNNING", "FINISHED", "FAILED", "KILLED", "F%", "%ING"))
+        return f"attributes.status {pick.choice(_STRING_OPS)} '{value}'"
+    if kind == "name":
+        value = pick.choice(("train-%", "TRAIN-%", "%-0_", "sweep%", "beta-03", "%a%"))
+        return f"attributes.run_name {pick.choice(_STRING_OPS)} '{value}'"
+    column = pick.choice(("start_time", "end_time"))
+    return f"attributes.{column} {pick.choice(_NUMBER_OPS)} {at(pick.randrange(-1, 50))}"
+
+
+def generated_searches(seed: int, count: int) -> list[RunSearch]:
+    """Return `count` run searches of one to three clauses and up to two order keys, drawn
+    from the dataset's keys and values with a fixed seed, so every run sends the same."""
+    pick = random.Random(seed)
+    searches = []
+    for _ in range(count):
+        clauses = [_clause(pick) for _ in range(pick.choice((1, 1, 2, 3)))]  # few empty answers
+        keys = pick.sample(_ORDER_KEYS, pick.randint(0, 2))
+        order_by = tuple(f"{key} {pick.choice(('ASC', 'DESC', ''))}".strip() for key in keys)
+        experiments, view = pick.choice(_EXPERIMENT_CHOICES), pick.choice(_VIEWS)
+        searches.append(RunSearch(" AND ".join(clauses), order_by, experiments, view))
+    return searches
+
+
+GENERATED = generated_searches(seed=20261204, count=200)
+
+
 MALFORMED: list[RunSearch] = [
     q("metrics.acc > 'x'"),
     q("metrics.acc ~ 1"),

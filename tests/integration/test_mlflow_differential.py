@@ -20,6 +20,7 @@ from differential_corpus import (
     BAD_REQUESTS,
     EXPERIMENT_SEARCHES,
     EXPERIMENT_VIEWS,
+    GENERATED,
     MALFORMED,
     MALFORMED_EXPERIMENT_SEARCHES,
     RUN_SEARCHES,
@@ -199,7 +200,7 @@ async def test_both_servers_hold_the_same_dataset(servers: tuple[Loaded, Loaded]
     assert answers[1] == answers[0], mismatch(every, *answers)
 
 
-@pytest.mark.parametrize("search", RUN_SEARCHES + EXPERIMENT_SEARCHES, ids=str)
+@pytest.mark.parametrize("search", RUN_SEARCHES + GENERATED + EXPERIMENT_SEARCHES, ids=str)
 async def test_search_matches_mlflow(
     servers: tuple[Loaded, Loaded], search: RunSearch | ExperimentSearch
 ) -> None:
