@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from api.schemas import (
+    DatasetSummary,
     Experiment,
     KeyValue,
     Metric,
@@ -30,6 +31,9 @@ from api.sqlgen import Membership, SearchPlan
 from api.tokens import HistoryPage, encode_history_token
 
 __all__ = [
+    "DEFAULT_WORKSPACE",
+    "MAX_DATASET_SUMMARIES",
+    "dataset_summaries",
     "experiment_by_name",
     "experiments",
     "memberships",
@@ -38,6 +42,9 @@ __all__ = [
     "runs",
     "search_ids",
 ]
+
+DEFAULT_WORKSPACE = "default"  # MLflow 3.x's workspace when none are configured
+MAX_DATASET_SUMMARIES = 1000  # MLflow's cap on SearchDatasets
 
 _EXPERIMENT_COLUMNS = (
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
@@ -48,6 +55,16 @@ SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = ANY($1::bigi
 # Names are unique in the registry; the order only makes a broken invariant deterministic.
 _EXPERIMENT_BY_NAME = f"""
 SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1 ORDER BY experiment_id LIMIT 1
+"""
+# MLflow gives its summaries in no particular order; these come sorted, so pages are stable.
+_DATASET_SUMMARIES = """
+SELECT r.experiment_id, d.name, d.digest, d.context
+FROM run_dataset_inputs AS d JOIN runs AS r ON r.run_id = d.run_id
+WHERE r.experiment_id = ANY($1::bigint[])
+GROUP BY 1, 2, 3, 4
+ORDER BY r.experiment_id, d.name COLLATE "C", d.digest COLLATE "C",
+         d.context COLLATE "C" NULLS FIRST
+LIMIT $2
 """
 _EXPERIMENT_TAGS = """
 SELECT experiment_id, key, value FROM experiment_tags
@@ -109,6 +126,7 @@ def _experiment(row: asyncpg.Record, tags: list[KeyValue]) -> Experiment:
         name=row["name"],
         artifact_location=row["artifact_location"],
         lifecycle_stage=row["lifecycle_stage"],
+        workspace=DEFAULT_WORKSPACE,
         last_update_time=row["last_update_time"] or None,
         creation_time=row["creation_time"] or None,
         tags=tags,
@@ -122,6 +140,18 @@ async def experiments(conn: asyncpg.Connection, ids: Sequence[int]) -> list[Expe
     rows = {row["experiment_id"]: row for row in await conn.fetch(_EXPERIMENTS, list(ids))}
     tags = _pairs(await conn.fetch(_EXPERIMENT_TAGS, list(rows)))
     return [_experiment(rows[i], tags.get(i, [])) for i in ids if i in rows]
+
+
+async def dataset_summaries(
+    conn: asyncpg.Connection, experiment_ids: Sequence[int]
+) -> list[DatasetSummary]:
+    """Return the distinct (experiment, dataset, context) of these experiments' runs, deleted
+    runs included, as MLflow does; at most MAX_DATASET_SUMMARIES, in a stable order."""
+    rows = await conn.fetch(_DATASET_SUMMARIES, list(experiment_ids), MAX_DATASET_SUMMARIES)
+    return [
+        DatasetSummary(str(row["experiment_id"]), row["name"], row["digest"], row["context"])
+        for row in rows
+    ]
 
 
 async def experiment_by_name(conn: asyncpg.Connection, name: str) -> Experiment | None:

@@ -28,6 +28,7 @@ from api.schemas import (
     MetricHistoryResponse,
     MetricsWithRunIdResponse,
     RunResponse,
+    SearchDatasetsResponse,
     SearchExperimentsResponse,
     SearchRunsResponse,
     encode,
@@ -49,7 +50,8 @@ __all__ = [
     "QueryApi",
 ]
 
-MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+AJAX_PREFIX = "/ajax-api/2.0/mlflow"
+MLFLOW_PREFIXES = ("/api/2.0/mlflow", AJAX_PREFIX)
 LINEAGE_PREFIX = "/api/runstream"
 CONSISTENCY_HEADER = "X-Runstream-Consistency"
 # What a read's answer is, in that response header: "strong" when the barrier was passed,
@@ -88,6 +90,7 @@ MAX_DEPTH = 1_000
 DEFAULT_LINEAGE_RESULTS = 1_000
 MAX_LINEAGE_RESULTS = 50_000
 MAX_BEST_METRICS = 100
+MAX_DATASET_EXPERIMENTS = 20  # MLflow's cap on SearchDatasets' experiment_ids
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -170,6 +173,8 @@ class QueryApi:
                 app.router.add_get(f"{prefix}/{path}", handler)
             for path, handler in posts.items():
                 app.router.add_post(f"{prefix}/{path}", handler)
+        # MLflow serves SearchDatasets to its UI only, under the ajax prefix, by POST
+        app.router.add_post(f"{AJAX_PREFIX}/experiments/search-datasets", self.search_datasets)
         runs = f"{LINEAGE_PREFIX}/runs/{{run_id}}"
         app.router.add_get(f"{runs}/ancestors", self.ancestors)
         app.router.add_get(f"{runs}/children", self.children)
@@ -262,6 +267,25 @@ class QueryApi:
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.experiments(conn, ids)
         return _json(SearchExperimentsResponse(found, token))
+
+    async def search_datasets(self, request: web.Request) -> web.Response:
+        """SearchDatasets (UI): the datasets the experiments' runs used, per context."""
+        fields = await _fields(request)
+        raw_ids = fields.texts("experiment_ids")
+        if not raw_ids:
+            raise invalid_parameter(
+                "SearchDatasets request must specify at least one experiment_id."
+            )
+        if len(raw_ids) > MAX_DATASET_EXPERIMENTS:
+            raise invalid_parameter(
+                f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
+                f"experiment_ids. Received {len(raw_ids)} experiment_ids."
+            )
+        ids = [_experiment_id(raw) for raw in raw_ids]
+        as_of = await self._settle(request, fields, None)
+        async with self._snapshot(as_of, search=True) as conn:
+            found = await queries.dataset_summaries(conn, ids)
+        return _json(SearchDatasetsResponse(found))
 
     # --- runs -----------------------------------------------------------------------------
 

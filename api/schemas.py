@@ -58,12 +58,14 @@ class KeyValue(msgspec.Struct, frozen=True, gc=False):
 
 
 class Experiment(msgspec.Struct, frozen=True, omit_defaults=True):
-    """MLflow's Experiment; MLflow leaves zero times unset, so None means omitted."""
+    """MLflow's Experiment; MLflow leaves zero times unset, so None means omitted. MLflow 3.x
+    names the workspace of each; Runstream has one, MLflow's default."""
 
     experiment_id: str
     name: str
     artifact_location: str
     lifecycle_stage: str
+    workspace: str
     last_update_time: int | None = None
     creation_time: int | None = None
     tags: list[KeyValue] = msgspec.field(default_factory=list)
@@ -121,6 +123,21 @@ class Run(msgspec.Struct, frozen=True):
     data: msgspec.Raw
     inputs: msgspec.Raw
     outputs: RunOutputs
+
+
+class DatasetSummary(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A dataset some run of the experiment used, in one context (None: the input had none)."""
+
+    experiment_id: str
+    name: str
+    digest: str
+    context: str | None = None
+
+
+class SearchDatasetsResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    """SearchDatasets (UI): the experiments' distinct datasets."""
+
+    dataset_summaries: list[DatasetSummary] = msgspec.field(default_factory=list)
 
 
 class ExperimentResponse(msgspec.Struct, frozen=True):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from query_harness import AJAX, QueryHarness, add_experiment, query_api
+from query_harness import AJAX, QueryHarness, add_experiment, add_run, query_api
 
 from services.config import Settings
 
@@ -37,6 +37,7 @@ async def test_get_experiment_shape(api: QueryHarness) -> None:
             "name": "tune",
             "artifact_location": "file:///art/1",
             "lifecycle_stage": "active",
+            "workspace": "default",
             "last_update_time": 25,
             "creation_time": 20,
             "tags": [{"key": "b", "value": "2"}, {"key": "team", "value": "a"}],
@@ -53,6 +54,7 @@ async def test_get_experiment_omits_what_mlflow_leaves_unset(api: QueryHarness) 
             "name": "zero-times",
             "artifact_location": "file:///art/3",
             "lifecycle_stage": "active",
+            "workspace": "default",
         }
     }
 
@@ -211,3 +213,70 @@ async def test_unknown_and_write_routes_are_not_served_here(api: QueryHarness) -
     status, payload = await api.call("GET", "runs/search")
     assert status == 405
     assert payload["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+async def _dataset_input(
+    db: asyncpg.Connection, run_id: str, name: str, digest: str, context: str | None
+) -> None:
+    await db.execute(
+        "INSERT INTO run_dataset_inputs (run_id, name, digest, source_type, source, context) "
+        "VALUES ($1, $2, $3, 'local', 's3://x', $4)",
+        *(run_id, name, digest, context),
+    )
+
+
+async def test_search_datasets_lists_each_dataset_and_context_once(api: QueryHarness) -> None:
+    await add_run(api.db, "r1", experiment_id=1)
+    await add_run(api.db, "r2", experiment_id=1, stage="deleted")  # its inputs count too
+    await add_run(api.db, "r3", experiment_id=2)
+    await add_run(api.db, "r4", experiment_id=3)
+    await _dataset_input(api.db, "r1", "mnist", "d1", "train")
+    await _dataset_input(api.db, "r1", "cifar", "d2", None)
+    await _dataset_input(api.db, "r2", "mnist", "d1", "train")  # the same again: once
+    await _dataset_input(api.db, "r2", "mnist", "d9", "eval")
+    await _dataset_input(api.db, "r3", "mnist", "d1", "train")  # another experiment's
+    await _dataset_input(api.db, "r4", "imagenet", "d4", "train")  # not asked for
+    status, body = await api.call(
+        "POST", "experiments/search-datasets", prefix=AJAX, body={"experiment_ids": ["1", "2"]}
+    )
+    assert status == 200
+    assert body == {
+        "dataset_summaries": [
+            {"experiment_id": "1", "name": "cifar", "digest": "d2"},
+            {"experiment_id": "1", "name": "mnist", "digest": "d1", "context": "train"},
+            {"experiment_id": "1", "name": "mnist", "digest": "d9", "context": "eval"},
+            {"experiment_id": "2", "name": "mnist", "digest": "d1", "context": "train"},
+        ]
+    }
+    status, body = await api.call(
+        "POST", "experiments/search-datasets", prefix=AJAX, body={"experiment_ids": ["0"]}
+    )
+    assert (status, body) == (200, {})
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([], "SearchDatasets request must specify at least one experiment_id."),
+        ([str(i) for i in range(21)], "cannot specify more than 20 experiment_ids. Received 21"),
+        (["x"], "Invalid experiment ID 'x'"),
+    ],
+)
+async def test_search_datasets_refuses_bad_experiment_ids(
+    api: QueryHarness, ids: list[str], message: str
+) -> None:
+    status, body = await api.call(
+        "POST", "experiments/search-datasets", prefix=AJAX, body={"experiment_ids": ids}
+    )
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert message in body["message"]
+
+
+async def test_search_datasets_is_served_as_mlflow_serves_it(api: QueryHarness) -> None:
+    """Only by POST and only under the ajax prefix: MLflow's UI is its one caller."""
+    status, _ = await api.call(
+        "POST", "experiments/search-datasets", body={"experiment_ids": ["1"]}
+    )
+    assert status == 404
+    status, _ = await api.call("GET", "experiments/search-datasets", prefix=AJAX)
+    assert status == 405

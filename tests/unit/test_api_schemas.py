@@ -139,22 +139,25 @@ def test_mlflows_own_parser_reads_an_experiment() -> None:
         name="e",
         artifact_location="file:///x",
         lifecycle_stage="deleted",
+        workspace="default",
         last_update_time=2,
         creation_time=1,
         tags=[KeyValue("a", "b")],
     )
     proto = ParseDict(json.loads(encode(ExperimentResponse(experiment))), GetExperiment.Response())
     parsed = MlflowExperiment.from_proto(proto.experiment)
-    assert (parsed.experiment_id, parsed.lifecycle_stage, parsed.tags) == (
+    assert (parsed.experiment_id, parsed.lifecycle_stage, parsed.tags, parsed.workspace) == (
         "3",
         "deleted",
         {"a": "b"},
+        "default",
     )
-    assert json.loads(encode(Experiment("0", "D", "a", "active"))) == {
+    assert json.loads(encode(Experiment("0", "D", "a", "active", "default"))) == {
         "experiment_id": "0",
         "name": "D",
         "artifact_location": "a",
         "lifecycle_stage": "active",
+        "workspace": "default",
     }
 
 
