@@ -15,6 +15,7 @@ import msgspec
 
 from ingest import entries
 from ingest.entries import DatasetInputEntry, MetricEntry, ModelInputEntry, ParamEntry, TagEntry
+from ingest.errors import does_not_exist, invalid_parameter
 from ingest.fields import (
     Field,
     as_int64,
@@ -32,6 +33,7 @@ from ingest.validation import (
     check_experiment_name,
     check_run_id,
     check_run_name_matches_tag,
+    invalid_value,
     missing_experiment_id,
     normalize_experiment_id,
 )
@@ -204,7 +206,10 @@ def _experiment_name(value: str, _path: str) -> str:
     return check_experiment_name(value)
 
 
+# MLflow's handlers for update, log-metric, log-parameter and set-tag read `run_id or run_uuid`;
+# the others read run_id alone (see `_run_id_alone`).
 _RUN_ID: Final = Field("run_id", as_string, required=True, check=check_run_id, fallback="run_uuid")
+_RUN_ID_ALONE: Final = Field("run_id", as_string, required=True, check=check_run_id)
 _EXPERIMENT_ID: Final = Field("experiment_id", as_string, required=True, check=_experiment_id)
 _KEY: Final = Field("key", as_string, required=True)
 
@@ -239,25 +244,41 @@ _UPDATE_RUN: Final = (
     # MLflow leaves the name alone when run_name is "", so "" reads as "not given".
     Field("run_name", as_optional_string),
 )
-_RUN_ONLY: Final = (_RUN_ID,)
+_RUN_ONLY: Final = (_RUN_ID_ALONE,)
 _LOG_METRIC: Final = (_RUN_ID, *entries.METRIC_FIELDS)
 # Indexed by truncate_long_values, like the entry tables they extend.
 _LOG_PARAM: Final = {flag: (_RUN_ID, *fields) for flag, fields in entries.PARAM_FIELDS.items()}
 _SET_TAG: Final = {flag: (_RUN_ID, *fields) for flag, fields in entries.RUN_TAG_FIELDS.items()}
-_DELETE_TAG: Final = (_RUN_ID, _KEY)
+_DELETE_TAG: Final = (_RUN_ID_ALONE, _KEY)
 _LOG_BATCH: Final = (
-    _RUN_ID,
+    _RUN_ID_ALONE,
     Field("metrics", as_list),
     Field("params", as_list),
     Field("tags", as_list),
 )
-_LOG_INPUTS: Final = (_RUN_ID, Field("datasets", as_list), Field("models", as_list))
+_LOG_INPUTS: Final = (_RUN_ID_ALONE, Field("datasets", as_list), Field("models", as_list))
 
 
 def _object(body: Any) -> dict[str, Any]:
     if type(body) is not dict:
         raise type_error("body", body)
     return body
+
+
+def _run_id_alone(body: Any, *, looked_up: bool) -> dict[str, Any]:
+    """Return the body of a request whose MLflow handler reads `run_id` alone. MLflow's schema
+    check still takes a `run_uuid` for a missing `run_id`; the handler then works on run "",
+    and fails as it does: not found where it looks the run up, else a bad run_id."""
+    fields = _object(body)
+    fallback = fields.get("run_uuid")
+    if fields.get("run_id") is None and fallback is not None:
+        if type(fallback) is not str:
+            raise type_error("run_id", fallback)  # checked as run_id would be
+        if fallback:
+            if looked_up:
+                raise does_not_exist("Run with id= not found")
+            raise invalid_parameter(invalid_value("run_id", ""))
+    return fields
 
 
 # --- experiments --------------------------------------------------------------------------------
@@ -331,13 +352,13 @@ def parse_update_run(body: Body, *, truncate_long_values: bool = True) -> Update
 
 def parse_delete_run(body: Body, *, truncate_long_values: bool = True) -> DeleteRun:
     """Parse runs/delete: run_id."""
-    (run_id,) = read(_object(body), _RUN_ONLY)
+    (run_id,) = read(_run_id_alone(body, looked_up=True), _RUN_ONLY)
     return DeleteRun(run_id=run_id)
 
 
 def parse_restore_run(body: Body, *, truncate_long_values: bool = True) -> RestoreRun:
     """Parse runs/restore: run_id."""
-    (run_id,) = read(_object(body), _RUN_ONLY)
+    (run_id,) = read(_run_id_alone(body, looked_up=True), _RUN_ONLY)
     return RestoreRun(run_id=run_id)
 
 
@@ -361,13 +382,15 @@ def parse_set_tag(body: Body, *, truncate_long_values: bool = True) -> SetTag:
 
 def parse_delete_tag(body: Body, *, truncate_long_values: bool = True) -> DeleteTag:
     """Parse runs/delete-tag; the key is not checked (MLflow answers 404 for a bad one)."""
-    run_id, key = read(_object(body), _DELETE_TAG)
+    run_id, key = read(_run_id_alone(body, looked_up=True), _DELETE_TAG)
     return DeleteTag(run_id=run_id, key=key)
 
 
 def parse_log_batch(body: Body, *, truncate_long_values: bool = True) -> LogBatch:
     """Parse runs/log-batch; every entry is validated before anything is returned."""
-    run_id, raw_metrics, raw_params, raw_tags = read(_object(body), _LOG_BATCH)
+    run_id, raw_metrics, raw_params, raw_tags = read(
+        _run_id_alone(body, looked_up=False), _LOG_BATCH
+    )
     raw_metrics, raw_params, raw_tags = raw_metrics or [], raw_params or [], raw_tags or []
     # Limits first: they are cheap, and an oversized batch should not cost a full validation.
     check_batch_limits(len(raw_metrics), len(raw_params), len(raw_tags))
@@ -381,7 +404,7 @@ def parse_log_batch(body: Body, *, truncate_long_values: bool = True) -> LogBatc
 
 def parse_log_inputs(body: Body, *, truncate_long_values: bool = True) -> LogInputs:
     """Parse runs/log-inputs: dataset inputs (with MLflow's size limits) and model inputs."""
-    run_id, raw_datasets, raw_models = read(_object(body), _LOG_INPUTS)
+    run_id, raw_datasets, raw_models = read(_run_id_alone(body, looked_up=False), _LOG_INPUTS)
     return LogInputs(
         run_id=run_id,
         datasets=entries.dataset_inputs(raw_datasets),

@@ -13,6 +13,7 @@ import pytest
 from unit.request_support import RUN, error, missing, parse, wrong_type
 
 from ingest.entries import TagEntry
+from ingest.errors import MlflowError
 from ingest.requests import (
     PARSERS,
     CreateExperiment,
@@ -98,9 +99,48 @@ def test_run_endpoints_reject_a_malformed_run_id(path: str) -> None:
     assert message == "Invalid value \"bad/id\" for parameter 'run_id' supplied."
 
 
-@pytest.mark.parametrize("path", RUN_ENDPOINTS)
+# MLflow's handlers that read `run_id or run_uuid`; the others read run_id alone.
+RUN_UUID_READ = ["runs/update", "runs/log-metric", "runs/log-parameter", "runs/set-tag"]
+
+
+def test_the_run_uuid_endpoints_are_run_endpoints() -> None:
+    assert set(RUN_UUID_READ) < set(RUN_ENDPOINTS)
+
+
+@pytest.mark.parametrize("path", RUN_UUID_READ)
 def test_run_endpoints_fall_back_to_run_uuid(path: str) -> None:
     assert parse(path, {**MINIMAL[path], "run_uuid": RUN}).run_id == RUN
+    assert parse(path, {**MINIMAL[path], "run_id": RUN, "run_uuid": "other"}).run_id == RUN
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "message"),
+    [
+        ("runs/delete", "RESOURCE_DOES_NOT_EXIST", "Run with id= not found"),
+        ("runs/restore", "RESOURCE_DOES_NOT_EXIST", "Run with id= not found"),
+        ("runs/delete-tag", "RESOURCE_DOES_NOT_EXIST", "Run with id= not found"),
+        (
+            "runs/log-batch",
+            "INVALID_PARAMETER_VALUE",
+            "Invalid value \"\" for parameter 'run_id' supplied.",
+        ),
+        (
+            "runs/log-inputs",
+            "INVALID_PARAMETER_VALUE",
+            "Invalid value \"\" for parameter 'run_id' supplied.",
+        ),
+    ],
+)
+def test_other_run_endpoints_fail_on_run_uuid_as_mlflow_does(
+    path: str, code: str, message: str
+) -> None:
+    """MLflow's schema check takes run_uuid for these too, but the handler then works on run
+    "": a run_uuid alone must not delete, restore or write to the run it names."""
+    assert path in RUN_ENDPOINTS
+    assert path not in RUN_UUID_READ
+    with pytest.raises(MlflowError) as info:
+        parse(path, {**MINIMAL[path], "run_uuid": RUN})
+    assert (info.value.error_code, info.value.message) == (code, message)
     assert parse(path, {**MINIMAL[path], "run_id": RUN, "run_uuid": "other"}).run_id == RUN
 
 
