@@ -70,6 +70,11 @@ _json_encode = msgspec.json.Encoder().encode
 _EMPTY = b"{}"
 
 
+def _unnamed(tag: TagEntry) -> bool:
+    """An empty mlflow.runName, which MLflow's store drops: it renames a run only to a name."""
+    return tag.key == RUN_NAME_TAG and not tag.value
+
+
 def _tags(entries: Sequence[TagEntry]) -> tuple[Tag, ...]:
     return tuple(Tag(key=t.key, value=t.value) for t in entries)
 
@@ -422,6 +427,9 @@ class Gateway:
 
     async def set_tag(self, req: SetTag) -> None:
         """Set (upsert) a run tag; mlflow.runName also renames the run."""
+        if _unnamed(req.tag):
+            await self._active.require_active(req.run_id)
+            return
         event = TagSet(
             event_id=new_event_id(),
             at=now_ms(),
@@ -453,19 +461,20 @@ class Gateway:
             for p in req.params
         ]
         events += [_metric(run_id, m, at) for m in req.metrics]
+        tags = [t for t in req.tags if not _unnamed(t)]
         events += [
             TagSet(event_id=new_event_id(), at=at, run_id=run_id, key=t.key, value=t.value)
-            for t in req.tags
+            for t in tags
         ]
-        if not req.params and not req.tags:
+        if not req.params and not tags:
             await self._active.require_active(run_id)
             await self._emit(events)
             return
-        run_name = next((t.value for t in req.tags if t.key == RUN_NAME_TAG), None)
+        run_name = next((t.value for t in tags if t.key == RUN_NAME_TAG), None)
         await self._registry.log(
             run_id,
             params=[(p.key, p.value) for p in req.params],
-            tag_keys=[t.key for t in req.tags],
+            tag_keys=[t.key for t in tags],
             run_name=run_name,
             events=events,
             emit=self._emit,

@@ -279,6 +279,27 @@ async def test_tags_runs_and_updates(gateway: GatewayHarness) -> None:
     assert kinds == [RunStarted, TagSet, TagDeleted, TagSet, RunEnded, RunUpdated]
 
 
+async def test_an_empty_run_name_tag_is_dropped_as_mlflow_drops_it(
+    gateway: GatewayHarness,
+) -> None:
+    """MLflow's store renames a run by its mlflow.runName tag only to a name: an empty one
+    changes nothing, neither the name nor the tag, alone or in a batch."""
+    run = await gateway.run(await gateway.experiment(), run_name="kept")
+    await gateway.ok("runs/set-tag", {"run_id": run, "key": "mlflow.runName", "value": ""})
+    tags = [{"key": "mlflow.runName", "value": ""}, {"key": "note", "value": "x"}]
+    await gateway.ok("runs/log-batch", {"run_id": run, "tags": tags})
+    await gateway.ok("runs/log-batch", {"run_id": run, "tags": tags[:1]})
+    set_tags = [(e.key, e.value) for e in await gateway.events() if isinstance(e, TagSet)]
+    assert set_tags == [("note", "x")]
+    await gateway.ok("runs/delete", {"run_id": run})
+    await gateway.error(  # still a write to a deleted run
+        "runs/set-tag",
+        {"run_id": run, "key": "mlflow.runName", "value": ""},
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+
+
 async def test_deleted_and_unknown_runs(gateway: GatewayHarness) -> None:
     run = await gateway.run(await gateway.experiment())
     await gateway.ok("runs/delete", {"run_id": run})
