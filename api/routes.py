@@ -130,6 +130,20 @@ async def _lineage_node(conn: asyncpg.Connection, run_id: str) -> LineageNode:
     return found
 
 
+def _some(fields: Fields, name: str, rpc: str, maximum: int) -> list[str]:
+    """Return a repeated id field that must hold 1 to `maximum` values, as MLflow words it."""
+    values = fields.texts(name)
+    noun = name.removesuffix("s")
+    if not values:
+        raise invalid_parameter(f"{rpc} request must specify at least one {noun}.")
+    if len(values) > maximum:
+        raise invalid_parameter(
+            f"{rpc} request cannot specify more than {maximum} {noun}s. "
+            f"Received {len(values)} {noun}s."
+        )
+    return values
+
+
 def _bounded(fields: Fields, name: str, default: int, maximum: int) -> int:
     value = fields.integer(name)
     if value is None:
@@ -271,16 +285,7 @@ class QueryApi:
     async def search_datasets(self, request: web.Request) -> web.Response:
         """SearchDatasets (UI): the datasets the experiments' runs used, per context."""
         fields = await _fields(request)
-        raw_ids = fields.texts("experiment_ids")
-        if not raw_ids:
-            raise invalid_parameter(
-                "SearchDatasets request must specify at least one experiment_id."
-            )
-        if len(raw_ids) > MAX_DATASET_EXPERIMENTS:
-            raise invalid_parameter(
-                f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
-                f"experiment_ids. Received {len(raw_ids)} experiment_ids."
-            )
+        raw_ids = _some(fields, "experiment_ids", "SearchDatasets", MAX_DATASET_EXPERIMENTS)
         ids = [_experiment_id(raw) for raw in raw_ids]
         as_of = await self._settle(request, fields, None)
         async with self._snapshot(as_of, search=True) as conn:
@@ -349,16 +354,7 @@ class QueryApi:
     async def get_metric_history_bulk(self, request: web.Request) -> web.Response:
         """GetMetricHistoryBulk (legacy UI): several runs' points, by run id then time."""
         fields = await _fields(request)
-        run_ids = fields.texts("run_id")
-        if not run_ids:
-            raise invalid_parameter(
-                "GetMetricHistoryBulk request must specify at least one run_id."
-            )
-        if len(run_ids) > MAX_BULK_RUN_IDS:
-            raise invalid_parameter(
-                f"GetMetricHistoryBulk request cannot specify more than {MAX_BULK_RUN_IDS} "
-                f"run_ids. Received {len(run_ids)} run_ids."
-            )
+        run_ids = _some(fields, "run_id", "GetMetricHistoryBulk", MAX_BULK_RUN_IDS)
         key = fields.text("metric_key")
         if key is None:
             raise invalid_parameter("GetMetricHistoryBulk request must specify a metric_key.")

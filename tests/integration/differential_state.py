@@ -9,11 +9,16 @@ same whether stored natively or, as MLflow's SQL store keeps it, as +-DBL_MAX (s
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from differential_servers import side_by_side
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+from services.config import Settings
 
 API = "/api/2.0/mlflow"
 DERIVED_TAGS = frozenset({"mlflow.rootRunId"})
@@ -27,6 +32,13 @@ class Server:
 
     url: str
     root: Path
+
+
+@asynccontextmanager
+async def both_servers(stack: Settings, root: Path) -> AsyncIterator[tuple[Server, Server]]:
+    """Run both servers with folders under `root`; yield (MLflow, Runstream)."""
+    async with side_by_side(stack, root) as (theirs, ours):
+        yield Server(theirs, root / "mlflow"), Server(ours, root / "runstream")
 
 
 @dataclass(frozen=True)

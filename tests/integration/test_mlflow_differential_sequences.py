@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from differential_servers import side_by_side
-from differential_state import Answer, Server, answer_of, runs_state, send
+from differential_state import Answer, Server, answer_of, both_servers, runs_state, send
 
 from services.config import Settings
 
@@ -127,9 +126,8 @@ async def servers(
     stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Server, Server]]:
     """Start both servers and yield (MLflow, Runstream)."""
-    root = tmp_path_factory.mktemp("differential-sequences")
-    async with side_by_side(stack, root) as (theirs, ours):
-        yield Server(theirs, root / "mlflow"), Server(ours, root / "runstream")
+    async with both_servers(stack, tmp_path_factory.mktemp("differential-sequences")) as servers:
+        yield servers
 
 
 def test_the_sequences_reach_every_write_endpoint_they_draw_from() -> None:

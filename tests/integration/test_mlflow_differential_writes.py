@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from differential_servers import side_by_side
 from differential_state import (
     Answer,
     Server,
     answer_of,
+    both_servers,
     by_name_state,
     experiment_state,
     runs_state,
@@ -148,9 +148,8 @@ async def servers(
     stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Server, Server]]:
     """Start both servers and yield (MLflow, Runstream)."""
-    root = tmp_path_factory.mktemp("differential-writes")
-    async with side_by_side(stack, root) as (theirs, ours):
-        yield Server(theirs, root / "mlflow"), Server(ours, root / "runstream")
+    async with both_servers(stack, tmp_path_factory.mktemp("differential-writes")) as servers:
+        yield servers
 
 
 @pytest.mark.parametrize(
