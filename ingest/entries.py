@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ingest.conventions import renames_to_nothing
 from ingest.fields import (
     SPECIAL_DOUBLES,
     Check,
@@ -270,10 +271,13 @@ def params(entries: list[Any], truncate: bool) -> tuple[ParamEntry, ...]:
 
 
 def run_tags(entries: list[Any], truncate: bool) -> tuple[TagEntry, ...]:
-    """Return log-batch's tag entries, one per key: the last value sent wins."""
+    """Return log-batch's tag entries, one per key: the last value sent wins, but an empty
+    mlflow.runName counts for nothing (MLflow sets the tags one by one and skips it), so
+    [runName "a", runName ""] renames the run to "a"."""
     by_key: dict[str, TagEntry] = {}
     for key, value in read_each(entries, RUN_TAG_FIELDS[truncate], "tags"):
-        by_key[key] = TagEntry(key, value)
+        if not renames_to_nothing(key, value):
+            by_key[key] = TagEntry(key, value)
     return tuple(by_key.values())
 
 

@@ -15,7 +15,13 @@ import msgspec
 from aiohttp import web
 
 from ingest.codec import new_event_id
-from ingest.conventions import PARENT_TAG, RUN_NAME_TAG, TERMINAL_STATUSES, now_ms
+from ingest.conventions import (
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    TERMINAL_STATUSES,
+    now_ms,
+    renames_to_nothing,
+)
 from ingest.entries import MetricEntry, TagEntry
 from ingest.errors import MlflowError
 from ingest.events import (
@@ -68,11 +74,6 @@ PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 _EMPTY = b"{}"
-
-
-def _unnamed(tag: TagEntry) -> bool:
-    """An empty mlflow.runName, which MLflow's store drops: it renames a run only to a name."""
-    return tag.key == RUN_NAME_TAG and not tag.value
 
 
 def _tags(entries: Sequence[TagEntry]) -> tuple[Tag, ...]:
@@ -427,7 +428,7 @@ class Gateway:
 
     async def set_tag(self, req: SetTag) -> None:
         """Set (upsert) a run tag; mlflow.runName also renames the run."""
-        if _unnamed(req.tag):
+        if renames_to_nothing(req.tag.key, req.tag.value):
             await self._active.require_active(req.run_id)
             return
         event = TagSet(
@@ -461,20 +462,19 @@ class Gateway:
             for p in req.params
         ]
         events += [_metric(run_id, m, at) for m in req.metrics]
-        tags = [t for t in req.tags if not _unnamed(t)]
         events += [
             TagSet(event_id=new_event_id(), at=at, run_id=run_id, key=t.key, value=t.value)
-            for t in tags
+            for t in req.tags
         ]
-        if not req.params and not tags:
+        if not req.params and not req.tags:
             await self._active.require_active(run_id)
             await self._emit(events)
             return
-        run_name = next((t.value for t in tags if t.key == RUN_NAME_TAG), None)
+        run_name = next((t.value for t in req.tags if t.key == RUN_NAME_TAG), None)
         await self._registry.log(
             run_id,
             params=[(p.key, p.value) for p in req.params],
-            tag_keys=[t.key for t in tags],
+            tag_keys=[t.key for t in req.tags],
             run_name=run_name,
             events=events,
             emit=self._emit,

@@ -167,6 +167,10 @@ LOG_BATCH: list[WriteCase] = [
     _log_batch("tag key twice (last wins?)", batch(tags=[entry("d", "1"), entry("d", "2")])),
     _log_batch("mlflow.runName tag renames the run", batch(tags=[entry("mlflow.runName", "b")])),
     _log_batch("mlflow.runName tag empty", batch(tags=[entry("mlflow.runName", "")])),
+    _log_batch(
+        "mlflow.runName tag, then an empty one",
+        batch(tags=[entry("mlflow.runName", "b"), entry("mlflow.runName", "")]),
+    ),
     # what a rejected batch leaves behind
     _log_batch(
         "valid metric and tag beside a param conflict",

@@ -289,8 +289,11 @@ async def test_an_empty_run_name_tag_is_dropped_as_mlflow_drops_it(
     tags = [{"key": "mlflow.runName", "value": ""}, {"key": "note", "value": "x"}]
     await gateway.ok("runs/log-batch", {"run_id": run, "tags": tags})
     await gateway.ok("runs/log-batch", {"run_id": run, "tags": tags[:1]})
+    # MLflow sets a batch's tags one by one: a name, then an empty one, renames to the name
+    both = [{"key": "mlflow.runName", "value": "named"}, {"key": "mlflow.runName", "value": ""}]
+    await gateway.ok("runs/log-batch", {"run_id": run, "tags": both})
     set_tags = [(e.key, e.value) for e in await gateway.events() if isinstance(e, TagSet)]
-    assert set_tags == [("note", "x")]
+    assert set_tags == [("note", "x"), ("mlflow.runName", "named")]
     await gateway.ok("runs/delete", {"run_id": run})
     await gateway.error(  # still a write to a deleted run
         "runs/set-tag",
