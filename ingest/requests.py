@@ -207,7 +207,7 @@ def _experiment_name(value: str, _path: str) -> str:
 
 
 # MLflow's handlers for update, log-metric, log-parameter and set-tag read `run_id or run_uuid`;
-# the others read run_id alone (see `_run_id_alone`).
+# the others read run_id alone (see `_read_run_id_alone`).
 _RUN_ID: Final = Field("run_id", as_string, required=True, check=check_run_id, fallback="run_uuid")
 _RUN_ID_ALONE: Final = Field("run_id", as_string, required=True, check=check_run_id)
 _EXPERIMENT_ID: Final = Field("experiment_id", as_string, required=True, check=_experiment_id)
@@ -265,20 +265,18 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _run_id_alone(body: Any, *, looked_up: bool) -> dict[str, Any]:
-    """Return the body of a request whose MLflow handler reads `run_id` alone. MLflow's schema
-    check still takes a `run_uuid` for a missing `run_id`; the handler then works on run "",
-    and fails as it does: not found where it looks the run up, else a bad run_id."""
-    fields = _object(body)
-    fallback = fields.get("run_uuid")
-    if fields.get("run_id") is None and fallback is not None:
-        if type(fallback) is not str:
-            raise type_error("run_id", fallback)  # checked as run_id would be
-        if fallback:
-            if looked_up:
-                raise does_not_exist("Run with id= not found")
-            raise invalid_parameter(invalid_value("run_id", ""))
-    return fields
+def _read_run_id_alone(body: Any, fields: tuple[Field, ...], *, looked_up: bool) -> list[Any]:
+    """Read a request whose MLflow handler reads `run_id` alone. MLflow's schema check still
+    takes a `run_uuid` for a missing `run_id` (and checks every field); the handler then works
+    on run "" and fails: not found where it looks the run up, else a bad run_id."""
+    values = _object(body)
+    fallback = values.get("run_uuid")
+    if values.get("run_id") is None and fallback is not None:
+        read({**values, "run_id": fallback}, fields)  # the schema check, with run_uuid
+        if looked_up:
+            raise does_not_exist("Run with id= not found")
+        raise invalid_parameter(invalid_value("run_id", ""))
+    return read(values, fields)
 
 
 # --- experiments --------------------------------------------------------------------------------
@@ -352,13 +350,13 @@ def parse_update_run(body: Body, *, truncate_long_values: bool = True) -> Update
 
 def parse_delete_run(body: Body, *, truncate_long_values: bool = True) -> DeleteRun:
     """Parse runs/delete: run_id."""
-    (run_id,) = read(_run_id_alone(body, looked_up=True), _RUN_ONLY)
+    (run_id,) = _read_run_id_alone(body, _RUN_ONLY, looked_up=True)
     return DeleteRun(run_id=run_id)
 
 
 def parse_restore_run(body: Body, *, truncate_long_values: bool = True) -> RestoreRun:
     """Parse runs/restore: run_id."""
-    (run_id,) = read(_run_id_alone(body, looked_up=True), _RUN_ONLY)
+    (run_id,) = _read_run_id_alone(body, _RUN_ONLY, looked_up=True)
     return RestoreRun(run_id=run_id)
 
 
@@ -382,14 +380,14 @@ def parse_set_tag(body: Body, *, truncate_long_values: bool = True) -> SetTag:
 
 def parse_delete_tag(body: Body, *, truncate_long_values: bool = True) -> DeleteTag:
     """Parse runs/delete-tag; the key is not checked (MLflow answers 404 for a bad one)."""
-    run_id, key = read(_run_id_alone(body, looked_up=True), _DELETE_TAG)
+    run_id, key = _read_run_id_alone(body, _DELETE_TAG, looked_up=True)
     return DeleteTag(run_id=run_id, key=key)
 
 
 def parse_log_batch(body: Body, *, truncate_long_values: bool = True) -> LogBatch:
     """Parse runs/log-batch; every entry is validated before anything is returned."""
-    run_id, raw_metrics, raw_params, raw_tags = read(
-        _run_id_alone(body, looked_up=False), _LOG_BATCH
+    run_id, raw_metrics, raw_params, raw_tags = _read_run_id_alone(
+        body, _LOG_BATCH, looked_up=False
     )
     raw_metrics, raw_params, raw_tags = raw_metrics or [], raw_params or [], raw_tags or []
     # Limits first: they are cheap, and an oversized batch should not cost a full validation.
@@ -404,7 +402,7 @@ def parse_log_batch(body: Body, *, truncate_long_values: bool = True) -> LogBatc
 
 def parse_log_inputs(body: Body, *, truncate_long_values: bool = True) -> LogInputs:
     """Parse runs/log-inputs: dataset inputs (with MLflow's size limits) and model inputs."""
-    run_id, raw_datasets, raw_models = read(_run_id_alone(body, looked_up=False), _LOG_INPUTS)
+    run_id, raw_datasets, raw_models = _read_run_id_alone(body, _LOG_INPUTS, looked_up=False)
     return LogInputs(
         run_id=run_id,
         datasets=entries.dataset_inputs(raw_datasets),

@@ -144,6 +144,17 @@ def test_other_run_endpoints_fail_on_run_uuid_as_mlflow_does(
     assert parse(path, {**MINIMAL[path], "run_id": RUN, "run_uuid": "other"}).run_id == RUN
 
 
+@pytest.mark.parametrize("path", ["runs/delete-tag", "runs/log-batch"])
+def test_run_uuid_in_place_of_run_id_still_meets_the_schema_check_first(path: str) -> None:
+    """MLflow checks every field before its handler looks for run "": a bad field is a 400."""
+    body = {**MINIMAL[path], "run_uuid": RUN}
+    if path == "runs/delete-tag":
+        assert error(path, {"run_uuid": RUN}) == missing("key")
+    else:
+        assert "for parameter 'metrics' supplied" in error(path, {**body, "metrics": 5})
+    assert "for parameter 'run_id' supplied" in error(path, {**MINIMAL[path], "run_uuid": 7})
+
+
 @pytest.mark.parametrize("path", RUN_ENDPOINTS)
 def test_run_endpoints_ignore_unknown_fields(path: str) -> None:
     assert parse(path, {**MINIMAL[path], "run_id": RUN, "WHAT IS THIS": 1}).run_id == RUN
