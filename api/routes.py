@@ -286,7 +286,8 @@ class QueryApi:
         """SearchDatasets (UI): the datasets the experiments' runs used, per context."""
         fields = await _fields(request)
         raw_ids = _some(fields, "experiment_ids", "SearchDatasets", MAX_DATASET_EXPERIMENTS)
-        ids = [_experiment_id(raw) for raw in raw_ids]
+        numbers = [_experiment_id(raw) for raw in raw_ids]
+        ids = [n for n in numbers if INT64_MIN <= n <= INT64_MAX]  # no row matches the rest
         as_of = await self._settle(request, fields, None)
         async with self._snapshot(as_of, search=True) as conn:
             found = await queries.dataset_summaries(conn, ids)

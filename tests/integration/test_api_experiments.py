@@ -248,10 +248,11 @@ async def test_search_datasets_lists_each_dataset_and_context_once(api: QueryHar
             {"experiment_id": "2", "name": "mnist", "digest": "d1", "context": "train"},
         ]
     }
-    status, body = await api.call(
-        "POST", "experiments/search-datasets", prefix=AJAX, body={"experiment_ids": ["0"]}
-    )
-    assert (status, body) == (200, {})
+    for ids in (["0"], ["99999999999999999999", "-99999999999999999999"]):
+        status, body = await api.call(
+            "POST", "experiments/search-datasets", prefix=AJAX, body={"experiment_ids": ids}
+        )
+        assert (status, body) == (200, {})
 
 
 @pytest.mark.parametrize(
