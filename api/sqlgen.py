@@ -138,11 +138,12 @@ def check_max_results(max_results: int | None, *, default: int | None) -> int:
 def mlflow_view_type(raw: object) -> int | None:
     """Read a ViewType field as MLflow's server does; None where it takes the default.
 
-    MLflow parses requests with protobuf's JSON parser told to ignore what it does not know, so
-    no view type is an error there: a name counts only as spelled in the proto ("ALL", not
-    "all"), a number (or a number in text, or a float, truncated) only if it is 1, 2 or 3, and
-    anything else leaves the field unset, which is ACTIVE_ONLY. A client that sends "all"
-    expecting deleted runs gets the same active ones from both servers."""
+    A name counts only as spelled in the proto ("ALL", not "all"), a number (or a number in
+    text, or a float, truncated) only if it is 1, 2 or 3; anything else is ACTIVE_ONLY, never an
+    error. So a client that sends "all" expecting deleted runs gets the active ones from both
+    servers. MLflow gets there less cleanly: its protobuf parser skips an unknown name, but stops
+    at an unknown number and drops the request's later fields with it, and a list or object is
+    a 500 in its SearchExperiments; Runstream reads every other field, and answers."""
     if isinstance(raw, str):
         if raw in _VIEW_TYPES:
             return _VIEW_TYPES[raw]

@@ -171,15 +171,18 @@ def seed_scenario(name: str, url: str) -> dict[str, Any]:
     settled = wait_quiet()
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "BENCH_TAG": f"{name}-{time.time_ns()}"}
     with tempfile.TemporaryDirectory() as cwd:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and script
-            [sys.executable, "-c", TUTORIAL],
-            check=False,
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        try:
+            done = subprocess.run(  # noqa: S603 - our own interpreter and script
+                [sys.executable, "-c", TUTORIAL],
+                check=False,
+                env=env,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+        except subprocess.TimeoutExpired:
+            return {"workload": "seed", "peer": name, "error": "no end within 900 s"}
     if done.returncode != 0:
         return {"workload": "seed", "peer": name, "error": done.stderr[-400:]}
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -206,7 +209,7 @@ def seed_scenarios(runstream_url: str, mlflow_url: str, repeats: int) -> None:
             stolen = steal_ms()
             fig = seed_scenario(name, url)
             emit({**fig, "turn": turn + 1, "steal_ms": steal_ms() - stolen})
-            if "wall_s" not in fig:
+            if "wall_s" not in fig or not fig["found_best"]:  # no answer, or a wrong one
                 emit({"ratio": "seed wall mlflow/runstream", "error": f"{name} run failed"})
                 return
             walls[name].append(fig["wall_s"])

@@ -21,8 +21,8 @@ from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 from services.config import Settings
 
 API = "/api/2.0/mlflow"
-DERIVED_TAGS = frozenset({"mlflow.rootRunId"})
-DBL_MAX = 1.7976931348623157e308
+DERIVED_TAGS = frozenset({"mlflow.rootRunId"})  # Runstream's own (MLFLOW_API.md 10.8)
+DBL_MAX = 1.7976931348623157e308  # MLflow's SQL store keeps +-inf as +-DBL_MAX (10.6)
 HISTORIES = 20  # metric histories read back per run
 
 

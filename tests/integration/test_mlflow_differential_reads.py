@@ -5,9 +5,9 @@ Each server starts once for the module. An answer is compared whole, after a nor
 only maps what each server assigns itself: run and experiment ids to `{run:<name>}` and
 `{exp:<name>}`, the artifact root to `<root>`, server clocks to `<time>`, page tokens (opaque) to
 `<token>`; plus three deliberate differences (commented below): +-inf, `mlflow.rootRunId`, and
-the order of a run's params, tags, latest metrics and inputs and an experiment's tags, which
-Runstream lists by key and MLflow in its database's row order. Every other key's presence,
-list order, value types and enum names are compared as sent.
+the order of a run's params, tags, latest metrics and inputs, an experiment's tags and dataset
+summaries, which Runstream lists by key and MLflow in its database's row order. Every other
+key's presence, list order, value types and enum names are compared as sent.
 An error is compared by its HTTP status and MLflow error code (messages may differ). The dataset
 is in `differential_reads_data.py`, the requests in `differential_reads_cases.py`.
 """
@@ -33,16 +33,13 @@ from differential_reads_cases import (
 )
 from differential_reads_data import LONG_METRICS, SERVER_STARTED, Ids, load
 from differential_servers import side_by_side
+from differential_state import DBL_MAX, DERIVED_TAGS
 
 from services.config import Settings
 
 pytestmark = pytest.mark.integration
 
 MAX_PAGES = 50
-# MLflow's SQL store keeps +-inf as +-DBL_MAX; Runstream keeps them native (MLFLOW_API §10.6).
-_DBL_MAX = 1.7976931348623157e308
-# Runstream derives `mlflow.rootRunId` on every run (MLFLOW_API §10.8); MLflow has no such tag.
-_DERIVED_TAGS = frozenset({"mlflow.rootRunId"})
 _SERVER_TIMES = frozenset({"creation_time", "last_update_time"})
 
 
@@ -95,10 +92,12 @@ class _Normalizer:
 
     def walk_list(self, value: list[Any], key: str, parent: str) -> list[Any]:
         if key == "tags" and not self.server.is_mlflow:
-            value = [t for t in value if t.get("key") not in _DERIVED_TAGS]
+            value = [t for t in value if t.get("key") not in DERIVED_TAGS]
         items = [self.walk(v, key, parent) for v in value]
         if key in {"tags", "params"} or (key, parent) == ("metrics", "data"):
             items.sort(key=lambda item: item["key"])
+        if key == "dataset_summaries":  # MLflow's come in no set order
+            items.sort(key=lambda i: (i["experiment_id"], i["name"], i["digest"], i.get("context")))
         if key == "dataset_inputs":
             items.sort(key=lambda item: (item["dataset"]["name"], item["dataset"]["digest"]))
         return items
@@ -116,7 +115,7 @@ class _Normalizer:
                 value = "<root>" + value[len(root) :]
             ids = {**self.experiments, **self.runs}
             return "/".join(ids.get(part, part) for part in value.split("/"))
-        if key == "value" and self.server.is_mlflow and value in {_DBL_MAX, -_DBL_MAX}:
+        if key == "value" and self.server.is_mlflow and value in {DBL_MAX, -DBL_MAX}:
             return "Infinity" if value > 0 else "-Infinity"
         if isinstance(value, str):
             return self.runs.get(value, value)

@@ -377,6 +377,8 @@ async def test_block_count_plan_made_for_a_big_batch_still_probes_for_one_point(
     )
     conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
     try:
+        # No ANALYZE by autovacuum in the middle: a plan made anew would hide the kept one's
+        await conn.execute("ALTER TABLE metric_blocks SET (autovacuum_enabled = off)")
         await conn.execute(batch, "old")
         await conn.execute("ANALYZE metric_blocks")  # as autovacuum would by now
     finally:
@@ -391,7 +393,7 @@ async def test_block_count_plan_made_for_a_big_batch_still_probes_for_one_point(
             after = await conn.fetchrow(scans, schema)
         assert before is not None
         assert after is not None
-        assert after["idx_scan"] - before["idx_scan"] >= 20
+        assert after["idx_scan"] - before["idx_scan"] >= 20  # the counters do count
         assert after["seq_scan"] - before["seq_scan"] == 0
         assert await derived_mismatches(conn, schema) == {}
     finally:
