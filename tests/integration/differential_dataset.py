@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from differential_servers import past_this_millisecond
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
@@ -146,10 +147,10 @@ class Loaded:
 def load_dataset(url: str) -> Loaded:
     """Create the dataset on the server at `url` through the mlflow client; return its ids."""
     client = MlflowClient(url)
-    experiments = {
-        name: client.create_experiment(f"diff-{name}", tags=tags)
-        for name, tags in EXPERIMENTS.items()
-    }
+    experiments = {}
+    for name, tags in EXPERIMENTS.items():
+        experiments[name] = client.create_experiment(f"diff-{name}", tags=tags)
+        past_this_millisecond()
     runs: dict[str, str] = {}
     for run in DATASET:
         tags = {PARENT: runs[run.parent]} if run.parent else None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from differential_servers import past_this_millisecond
 
 T0 = 1_700_000_000_000
 PARENT = "mlflow.parentRunId"
@@ -145,6 +146,7 @@ async def load(http: aiohttp.ClientSession, url: str) -> Ids:
         if tags:
             body["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
         experiments[name] = (await _ok(http, url, "experiments/create", body))["experiment_id"]
+        past_this_millisecond()
     runs: dict[str, str] = {}
     for spec in RUNS:
         body = {"experiment_id": experiments[spec.experiment], "run_name": spec.name}

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,16 @@ from processes import free_port, runstream_process, wait_healthy
 from ingest.topics import delete_topics, ensure_topics
 from services.config import Settings
 from services.migrations import load, migrate, quote_schema
+
+
+def past_this_millisecond() -> None:
+    """Wait until the clock leaves the current millisecond. A server on this machine then
+    stamps the next request later than all it has answered, so two experiments created one
+    after the other never tie on creation time (a tie is broken by id, and an order by
+    creation time DESC would differ between a server that tied and one that did not)."""
+    now = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == now:  # at most a millisecond
+        pass
 
 
 @asynccontextmanager
