@@ -8,6 +8,7 @@ the whitelists below. The query selects ids in order and fetches one row more th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Collection, Sequence
@@ -135,8 +136,8 @@ def check_max_results(max_results: int | None, *, default: int | None) -> int:
     return max_results
 
 
-def mlflow_view_type(raw: object) -> int | None:
-    """Read a ViewType field as MLflow's server does; None where it takes the default.
+def mlflow_view_stages(raw: object) -> list[str]:
+    """Return the lifecycle stages a ViewType field selects, read as MLflow's server reads it.
 
     A name counts only as spelled in the proto ("ALL", not "all"), a number (or a number in
     text, or a float, truncated) only if it is 1, 2 or 3; anything else is ACTIVE_ONLY, never an
@@ -144,23 +145,20 @@ def mlflow_view_type(raw: object) -> int | None:
     servers. MLflow gets there less cleanly: its protobuf parser skips an unknown name, but stops
     at an unknown number and drops the request's later fields with it, and a list or object is
     a 500 in its SearchExperiments; Runstream reads every other field, and answers."""
+    number: int | None = None
     if isinstance(raw, str):
-        if raw in _VIEW_TYPES:
-            return _VIEW_TYPES[raw]
-        try:
-            number = int(raw)
-        except ValueError:
-            return None
+        number = _VIEW_TYPES.get(raw)
+        if number is None:
+            with contextlib.suppress(ValueError):
+                number = int(raw)
     elif isinstance(raw, int | float) and math.isfinite(raw):
         number = int(raw)
-    else:
-        return None
-    return number if number in _VIEW_STAGES else None
+    return list(_VIEW_STAGES.get(number or 1, _VIEW_STAGES[1]))
 
 
 def lifecycle_stages(view_type: str | int | None, parameter: str) -> list[str]:
     """Return the lifecycle stages a ViewType (name or number, default ACTIVE_ONLY) selects;
-    Runstream's own endpoints refuse what they do not know (MLflow's take `mlflow_view_type`)."""
+    Runstream's own endpoints refuse what they do not know (MLflow's take `mlflow_view_stages`)."""
     if view_type is None:
         return list(_VIEW_STAGES[1])
     number = _VIEW_TYPES.get(view_type.upper()) if isinstance(view_type, str) else view_type
@@ -555,7 +553,7 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     the predicates at the `members` indexes of `memberships` become membership tests."""
     limit = check_max_results(max_results, default=RUNS_DEFAULT_MAX_RESULTS)
     ids = list(dict.fromkeys(_experiment_ids(experiment_ids)))
-    stages = lifecycle_stages(mlflow_view_type(run_view_type), "run_view_type")
+    stages = mlflow_view_stages(run_view_type)
     predicates = parse_run_filter(filter_string)
     ordering = parse_run_order_by(order_by)
     offset = decode_page_token(page_token)
@@ -609,7 +607,7 @@ def compile_experiment_search(
 ) -> SearchPlan:
     """Compile a SearchExperiments request into a query selecting one page of ids, plus one."""
     limit = check_max_results(max_results, default=None)
-    stages = lifecycle_stages(mlflow_view_type(view_type), "view_type")
+    stages = mlflow_view_stages(view_type)
     predicates = parse_experiment_filter(filter_string)
     ordering = parse_experiment_order_by(order_by)
     offset = decode_page_token(page_token)

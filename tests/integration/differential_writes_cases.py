@@ -84,6 +84,16 @@ BAD_KEYS = {
     "too long": LONG_KEY,
 }
 
+
+def _full_batch(metrics: int) -> dict[str, Any]:
+    """Return a batch of `metrics` metrics beside the most params and tags one may hold."""
+    return batch(
+        metrics=[metric(f"m{i}", 1.0) for i in range(metrics)],
+        params=[entry(f"p{i}") for i in range(100)],
+        tags=[entry(f"t{i}") for i in range(100)],
+    )
+
+
 LOG_BATCH: list[WriteCase] = [
     # limits on the number of entries
     _log_batch(
@@ -92,22 +102,8 @@ LOG_BATCH: list[WriteCase] = [
     ),
     _log_batch("101 params", batch(params=[entry(f"k{i}", "x") for i in range(101)])),
     _log_batch("101 tags", batch(tags=[entry(f"k{i}", "x") for i in range(101)])),
-    _log_batch(
-        "1001 entities, each kind within its limit",
-        batch(
-            metrics=[metric(f"m{i}", 1.0) for i in range(801)],
-            params=[entry(f"p{i}") for i in range(100)],
-            tags=[entry(f"t{i}") for i in range(100)],
-        ),
-    ),
-    _log_batch(
-        "exactly the limits (1000 entities)",
-        batch(
-            metrics=[metric(f"m{i}", 1.0) for i in range(800)],
-            params=[entry(f"p{i}") for i in range(100)],
-            tags=[entry(f"t{i}") for i in range(100)],
-        ),
-    ),
+    _log_batch("1001 entities, each kind within its limit", _full_batch(801)),
+    _log_batch("exactly the limits (1000 entities)", _full_batch(800)),
     # keys
     *(
         _log_batch(f"metric key {label}", batch(metrics=[metric(key)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,27 +89,31 @@ def _raw(server: Loaded, endpoint: str, body: dict[str, Any]) -> Answer:
     return Answer(pages=(tuple(run["info"]["run_name"] for run in answer.get("runs", [])),))
 
 
+def _pages(fetch: Callable[[str | None], Any], name: Callable[[Any], str]) -> Answer:
+    """Walk a client search page by page (`fetch` takes the page token): each page's names."""
+    pages: list[tuple[str, ...]] = []
+    token = None
+    while True:
+        found = fetch(token)
+        pages.append(tuple(name(item) for item in found))
+        token = found.token
+        if not token:
+            return Answer(pages=tuple(pages))
+
+
 def search_runs(server: Loaded, search: RunSearch) -> Answer:
     """Walk every page of a run search on one server."""
     client = MlflowClient(server.url)
     filter_string = fill(server, search.filter)
     experiment_ids = [server.experiments[name] for name in search.experiments]
-    pages: list[tuple[str, ...]] = []
-    token = None
+    order_by = list(search.order_by)
     try:
-        while True:
-            found = client.search_runs(
-                experiment_ids,
-                filter_string,
-                search.view,
-                PAGE,
-                list(search.order_by),
-                token,
-            )
-            pages.append(tuple(run.info.run_name for run in found))
-            token = found.token
-            if not token:
-                return Answer(pages=tuple(pages))
+        return _pages(
+            lambda token: client.search_runs(
+                experiment_ids, filter_string, search.view, PAGE, order_by, token
+            ),
+            lambda run: str(run.info.run_name),
+        )
     except MlflowException:
         body = {
             "experiment_ids": experiment_ids,
@@ -125,17 +129,14 @@ def search_experiments(server: Loaded, search: ExperimentSearch) -> Answer:
     """Walk every page of an experiment search on one server."""
     client = MlflowClient(server.url)
     filter_string = fill(server, search.filter)
-    pages: list[tuple[str, ...]] = []
-    token = None
+    order_by = list(search.order_by)
     try:
-        while True:
-            found = client.search_experiments(
-                search.view, EXPERIMENT_PAGE, filter_string, list(search.order_by), token
-            )
-            pages.append(tuple(experiment.name for experiment in found))
-            token = found.token
-            if not token:
-                return Answer(pages=tuple(pages))
+        return _pages(
+            lambda token: client.search_experiments(
+                search.view, EXPERIMENT_PAGE, filter_string, order_by, token
+            ),
+            lambda experiment: str(experiment.name),
+        )
     except MlflowException:
         body = {
             "filter": filter_string,
