@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -21,11 +22,37 @@ from services.config import Settings
 SchemaFactory = Callable[[str], Awaitable[str]]
 
 
+# Servers under test listen at or above this port and below the kernel's ephemeral range; the
+# local stack's own ports (PostgreSQL 15432, Kafka 19092-19093, the API 5000) lie below it.
+FIRST_TEST_PORT = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_ports_start() -> int:
+    """Return the first port the kernel gives to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port nobody listens on right now, for a server the test starts next.
+
+    Not one the kernel picks (`bind(0)`): those come from its ephemeral range, from which it
+    also draws the local port of every outgoing connection, so one of the test's own clients
+    (of Kafka, of PostgreSQL) could take the port before the server binds it. A port below the
+    range is only ever taken by an explicit bind."""
+    end = max(ephemeral_ports_start(), FIRST_TEST_PORT + 1_000)
+    for _ in range(100):
+        port = random.randrange(FIRST_TEST_PORT, end)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, or lingering in TIME_WAIT
+                continue
+            return port
+    raise RuntimeError(f"no free port in [{FIRST_TEST_PORT}, {end}) after 100 tries")
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, deadline_s: float) -> str:
