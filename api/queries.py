@@ -220,7 +220,7 @@ _FEW_MATCHES = 1000  # the planner finds so few from the param or tag index
 
 
 async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: int) -> set[int]:
-    """Return the equalities of a run search worth testing as memberships (`sqlgen._member`).
+    """Return the equalities of a run search worth testing as memberships (`sqlparts.member_test`).
 
     A walk finds a page of `offset + limit` runs after about that many over the share of runs
     matching, in each experiment, and looks each walked run up; a membership test puts every

@@ -33,10 +33,10 @@ from api.schemas import (
     SearchRunsResponse,
     encode,
 )
+from api.search_fields import lifecycle_stages
 from api.sqlgen import (
     compile_experiment_search,
     compile_run_search,
-    lifecycle_stages,
 )
 from api.tokens import decode_history_token
 from ingest.errors import does_not_exist, invalid_parameter
@@ -70,10 +70,10 @@ _PIN_SCHEMA = "LOCK TABLE runs IN ACCESS SHARE MODE"
 # and after five executions PostgreSQL may switch it to a generic plan made for no value in
 # particular; that plan expected 5 runs for every tag value and took 300 ms where the value's
 # own plan took 15. Planning each search for its values costs about a millisecond.
-# A membership test (`sqlgen._member`) is a hashed set only while PostgreSQL expects the set to
-# fit in work_mem (times hash_mem_multiplier); past that it rescans the matching runs for every
-# walked run. 32 MB keeps sets of ~700k runs hashed (~90 bytes a run by its estimate); a search
-# takes only what it uses.
+# A membership test (`sqlparts.member_test`) is a hashed set only while PostgreSQL expects the
+# set to fit in work_mem (times hash_mem_multiplier); past that it rescans the matching runs for
+# every walked run. 32 MB keeps sets of ~700k runs hashed (~90 bytes a run by its estimate); a
+# search takes only what it uses.
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '32MB'"
 _PIN_SEARCH = f"{_PIN_SCHEMA}; {_CUSTOM_PLANS}"
 # A read opens in one round trip (the simple protocol runs the statements in turn).

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.search_fields import lifecycle_stages
 from api.sqlgen import (
     SearchPlan,
     compile_experiment_search,
     compile_run_search,
-    lifecycle_stages,
 )
 from api.tokens import (
     HistoryPage,
