@@ -2,13 +2,14 @@
 
 A request is answered 200 only after Kafka acknowledged every event it produced; a rejected
 request emits nothing (parsing validates the whole body first, the registry decides before the
-emit, inside the transaction that holds its reservation).
+emit, inside the transaction that holds its reservation). Every endpoint is routed here; the
+runs' are served here, the experiments' by `ingest.gateway_experiments`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -22,17 +23,11 @@ from ingest.conventions import (
     now_ms,
     renames_to_nothing,
 )
-from ingest.entries import MetricEntry, TagEntry
+from ingest.entries import MetricEntry
 from ingest.errors import MlflowError
 from ingest.events import (
     DatasetInput,
     Event,
-    ExperimentCreated,
-    ExperimentDeleted,
-    ExperimentRenamed,
-    ExperimentRestored,
-    ExperimentTagDeleted,
-    ExperimentTagSet,
     InputsLogged,
     MetricLogged,
     ParamLogged,
@@ -45,27 +40,22 @@ from ingest.events import (
     TagDeleted,
     TagSet,
 )
+from ingest.gateway_experiments import ExperimentWrites, event_tags
 from ingest.lifecycle import ActiveRuns
 from ingest.names import random_run_name
 from ingest.producer import EventProducer
 from ingest.registry import ACTIVE, DELETED, Registry, RunInfo
 from ingest.requests import (
     PARSERS,
-    CreateExperiment,
     CreateRun,
-    DeleteExperiment,
-    DeleteExperimentTag,
     DeleteRun,
     DeleteTag,
     LogBatch,
     LogInputs,
     LogMetric,
     LogParam,
-    RestoreExperiment,
     RestoreRun,
-    SetExperimentTag,
     SetTag,
-    UpdateExperiment,
     UpdateRun,
 )
 
@@ -74,10 +64,6 @@ PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 _EMPTY = b"{}"
-
-
-def _tags(entries: Sequence[TagEntry]) -> tuple[Tag, ...]:
-    return tuple(Tag(key=t.key, value=t.value) for t in entries)
 
 
 def _metric(run_id: str, m: MetricEntry, at: int) -> MetricLogged:
@@ -163,16 +149,16 @@ class Gateway:
         self._registry = registry
         self._producer = producer
         self._active = active_runs
-        self._artifact_root = artifact_root.rstrip("/")
         self._truncate = truncate_long_values
         self._emit = producer.emit
+        self.experiments = ExperimentWrites(registry, producer, artifact_root=artifact_root)
         self._ops: dict[str, Callable[[Any], Awaitable[dict[str, Any] | None]]] = {
-            "experiments/create": self.create_experiment,
-            "experiments/update": self.update_experiment,
-            "experiments/delete": self.delete_experiment,
-            "experiments/restore": self.restore_experiment,
-            "experiments/set-experiment-tag": self.set_experiment_tag,
-            "experiments/delete-experiment-tag": self.delete_experiment_tag,
+            "experiments/create": self.experiments.create_experiment,
+            "experiments/update": self.experiments.update_experiment,
+            "experiments/delete": self.experiments.delete_experiment,
+            "experiments/restore": self.experiments.restore_experiment,
+            "experiments/set-experiment-tag": self.experiments.set_experiment_tag,
+            "experiments/delete-experiment-tag": self.experiments.delete_experiment_tag,
             "runs/create": self.create_run,
             "runs/update": self.update_run,
             "runs/delete": self.delete_run,
@@ -208,103 +194,11 @@ class Gateway:
 
         return handle
 
-    async def ensure_default_experiment(self) -> bool:
-        """Create experiment "0" named Default once, whichever gateway starts first."""
-        location = f"{self._artifact_root}/0"
-
-        def events() -> list[Event]:
-            return [
-                ExperimentCreated(
-                    event_id=new_event_id(),
-                    at=now_ms(),
-                    experiment_id="0",
-                    name="Default",
-                    artifact_location=location,
-                )
-            ]
-
-        return await self._registry.ensure_default_experiment(location, self._emit, events)
-
-    # --- experiments -----------------------------------------------------------------------
-
-    async def create_experiment(self, req: CreateExperiment) -> dict[str, Any]:
-        """Create an experiment with a unique name."""
-        at = now_ms()
-        tags = _tags(req.tags)
-
-        def location(experiment_id: str) -> str:
-            return req.artifact_location or f"{self._artifact_root}/{experiment_id}"
-
-        def events(experiment_id: str, artifact_location: str) -> list[Event]:
-            return [
-                ExperimentCreated(
-                    event_id=new_event_id(),
-                    at=at,
-                    experiment_id=experiment_id,
-                    name=req.name,
-                    artifact_location=artifact_location,
-                    tags=tags,
-                )
-            ]
-
-        experiment_id = await self._registry.create_experiment(
-            req.name, location, [t.key for t in tags], events, self._emit
-        )
-        return {"experiment_id": experiment_id}
-
-    async def update_experiment(self, req: UpdateExperiment) -> None:
-        """Rename an experiment."""
-        event = ExperimentRenamed(
-            event_id=new_event_id(), at=now_ms(), experiment_id=req.experiment_id, name=req.new_name
-        )
-        await self._registry.rename_experiment(req.experiment_id, req.new_name, [event], self._emit)
-
-    async def _set_experiment_stage(self, experiment_id: str, stage: str) -> None:
-        at = now_ms()
-        run_event = RunDeleted if stage == DELETED else RunRestored
-        experiment_event = ExperimentDeleted if stage == DELETED else ExperimentRestored
-
-        def events(run_ids: list[str]) -> list[Event]:
-            # One event per run, on the run's own partition, so per-run order holds.
-            out: list[Event] = [
-                experiment_event(event_id=new_event_id(), at=at, experiment_id=experiment_id)
-            ]
-            out += [run_event(event_id=new_event_id(), at=at, run_id=r) for r in run_ids]
-            return out
-
-        await self._registry.set_experiment_stage(experiment_id, stage, events, self._emit)
-
-    async def delete_experiment(self, req: DeleteExperiment) -> None:
-        """Delete an active experiment and every run in it."""
-        await self._set_experiment_stage(req.experiment_id, DELETED)
-
-    async def restore_experiment(self, req: RestoreExperiment) -> None:
-        """Restore a deleted experiment and every run in it."""
-        await self._set_experiment_stage(req.experiment_id, ACTIVE)
-
-    async def set_experiment_tag(self, req: SetExperimentTag) -> None:
-        """Set (upsert) a tag on an active experiment."""
-        event = ExperimentTagSet(
-            event_id=new_event_id(),
-            at=now_ms(),
-            experiment_id=req.experiment_id,
-            key=req.tag.key,
-            value=req.tag.value,
-        )
-        await self._registry.set_experiment_tag(req.experiment_id, req.tag.key, [event], self._emit)
-
-    async def delete_experiment_tag(self, req: DeleteExperimentTag) -> None:
-        """Delete an existing tag of an active experiment."""
-        event = ExperimentTagDeleted(
-            event_id=new_event_id(), at=now_ms(), experiment_id=req.experiment_id, key=req.key
-        )
-        await self._registry.delete_experiment_tag(req.experiment_id, req.key, [event], self._emit)
-
     # --- runs ------------------------------------------------------------------------------
 
     async def create_run(self, req: CreateRun) -> dict[str, Any]:
         """Start a run; its name comes from run_name, the mlflow.runName tag, or is made up."""
-        tags = list(_tags(req.tags))
+        tags = list(event_tags(req.tags))
         by_key = {t.key: t.value for t in tags}
         run_name = req.run_name or by_key.get(RUN_NAME_TAG) or random_run_name()
         if RUN_NAME_TAG not in by_key:
@@ -491,7 +385,7 @@ class Gateway:
                 source=d.source,
                 schema=d.schema,
                 profile=d.profile,
-                tags=_tags(d.tags),
+                tags=event_tags(d.tags),
             )
             for d in req.datasets
         )

@@ -97,7 +97,7 @@ async def start_gateway(settings: Settings, stack: AsyncExitStack) -> Gateway:
         artifact_root=settings.artifact_root,
         truncate_long_values=settings.truncate_long_values,
     )
-    if await gateway.ensure_default_experiment():
+    if await gateway.experiments.ensure_default_experiment():
         log.info("default_experiment_created")
     return gateway
 
