@@ -58,6 +58,8 @@ _DATASET_COLUMNS = {"name": "d.name", "digest": "d.digest", "context": "d.contex
 KEYED_TABLES = {"metric": "latest_metrics", "parameter": "params", "tag": "tags"}
 NAN = "'NaN'::float8"
 _PREFIX_INDEXED = frozenset({"params", "tags"})
+# the tables whose rows carry their run's experiment
+_RUN_COPIES = frozenset({"latest_metrics", "params", "tags"})
 PREFIX = 200
 RUN = "r.run_id"
 
@@ -120,15 +122,24 @@ def _keyed(
     *,
     member: bool = False,
     run: str = RUN,
+    experiment: str | None = None,
 ) -> str:
     """Compile a predicate on a key-value table (metrics, params, tags, experiment tags);
-    `member` compiles a param or tag equality as a membership test (`member_test`) of `run`."""
+    `member` compiles a param or tag equality as a membership test (`member_test`) of `run`.
+
+    `experiment` (a bound placeholder) is the one experiment of every run tested. The rows of
+    runs' tables carry their run's experiment (migrations 0012, 0013), so a row found must be
+    in it, and the index then reads that experiment's rows only: for a value common across four
+    experiments, a quarter of what matching it everywhere reads. Not for IS NULL, whose NOT
+    EXISTS must see every row of the run, whatever experiment it carries."""
     if isinstance(pred, InList):
         raise invalid_parameter(f"Unsupported list comparison on key '{pred.key}'")
     conditions = [f"k.key = {bind(pred.key, 'text')}"]
     if isinstance(pred, IsNull):
         test = _exists(table, "k", link, conditions)
         return test if pred.negated else f"NOT {test}"
+    if experiment is not None and table in _RUN_COPIES:
+        conditions.append(f"k.experiment_id = {experiment}")
     if isinstance(pred, NumberCompare):
         conditions += number_conditions(pred, bind)
     else:
@@ -163,11 +174,20 @@ def number_conditions(pred: NumberCompare, bind: Binder) -> list[str]:
     return conditions
 
 
-def run_predicate(pred: Predicate, bind: Binder, *, member: bool = False, run: str = RUN) -> str:
-    """Compile a run predicate on the run whose id is the column `run`."""
+def run_predicate(
+    pred: Predicate,
+    bind: Binder,
+    *,
+    member: bool = False,
+    run: str = RUN,
+    experiment: str | None = None,
+) -> str:
+    """Compile a run predicate on the run whose id is the column `run`; `experiment`, when
+    given, is the bound placeholder of the one experiment that run is in (see `_keyed`)."""
     link = f"run_id = {run}"
     if pred.entity in KEYED_TABLES:
-        return _keyed(pred, KEYED_TABLES[pred.entity], link, bind, member=member, run=run)
+        table = KEYED_TABLES[pred.entity]
+        return _keyed(pred, table, link, bind, member=member, run=run, experiment=experiment)
     if pred.entity == "dataset":
         column = _DATASET_COLUMNS[pred.key]
         if isinstance(pred, InList):
@@ -178,7 +198,7 @@ def run_predicate(pred: Predicate, bind: Binder, *, member: bool = False, run: s
     if pred.key == "run_name" and isinstance(pred, TextCompare):
         # MLflow matches `attributes.run_name` against the mlflow.runName tag, not the column
         renamed = TextCompare(entity="tag", key=RUN_NAME_TAG, op=pred.op, value=pred.value)
-        return _keyed(renamed, "tags", link, bind, member=member, run=run)
+        return _keyed(renamed, "tags", link, bind, member=member, run=run, experiment=experiment)
     return _attribute(pred, RUN_COLUMNS, bind)
 
 

@@ -531,6 +531,26 @@ def test_equalities_of_a_walk_in_run_order_may_become_memberships() -> None:
     assert sorted_by.memberships == ()
 
 
+def test_a_metric_walk_tests_two_or_more_equalities_as_memberships_of_its_experiment() -> None:
+    def walk(filter_string: str) -> str:
+        plan = compile_run_search(["7"], filter_string, None, 10, ["metrics.m"], None)
+        assert plan.walk is not None
+        assert_sql_is_clean(plan.walk)
+        return plan.walk.sql
+
+    # one equality: a lookup per walked run, as PostgreSQL plans it, in no particular experiment
+    alone = walk("params.p = 'a' AND metrics.n > 1")
+    assert "EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = o1.run_id AND k.key = " in alone
+    assert "AND k.experiment_id" not in alone.split("FROM params")[1]
+    # two: each a set of the experiment's runs with the value, the run name's tag included
+    both = walk("params.p = 'a' AND attributes.run_name = 'n' AND tags.t != 'b'")
+    for table in ("params", "tags"):
+        assert f"(o1.run_id IN (SELECT k.run_id FROM {table} AS k WHERE k.key = " in both
+    assert both.count("AND k.experiment_id = $1::bigint") == 2
+    assert "EXISTS (SELECT 1 FROM tags AS k" in both  # `!=` stays a lookup
+    assert "r.experiment_id" not in both  # the walked value's experiment is its run's
+
+
 def test_newest_first_a_param_or_tag_equality_walks_its_own_runs() -> None:
     plan = runs("tags.team = 'nlp' AND params.lr != '1' AND attributes.status = 'FINISHED'")
     assert plan.sql.startswith(
