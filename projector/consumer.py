@@ -31,11 +31,12 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from ingest.events import Event
 from projector.assignment import Assignment
 from projector.batch import Batch, PartBatch, collect
+from projector.bound import FoldBound
 from projector.deadletter import DeadLetter, DeadLetterProducer
 from projector.errors import FencedError, StoreRejectedError, UnavailableError
 from projector.fold import Folder, last_writer_wins_ids
@@ -109,8 +110,7 @@ class Projector:
             "rebalance_timeout_ms": max_poll_interval_ms,
         }
         self._dead = DeadLetterProducer(bootstrap, dead_letter_topic) if dead_letter_topic else None
-        self._limits: dict[int, int] | None = None
-        self._held_back: dict[int, int] = {}  # partition -> the bound it was paused at
+        self._bound = FoldBound(topic)
         self._store: PgStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._held = Assignment(topic, self.stats)
@@ -240,7 +240,8 @@ class Projector:
         writing: asyncio.Task[bool] | None = None
         try:
             while not self._stop.is_set():
-                self._release_held_back()
+                if self._consumer is not None:
+                    self._bound.release(self._consumer)
                 if self._held.has_pending and writing is None:
                     await self._held.load_pending()
                 try:
@@ -290,39 +291,7 @@ class Projector:
 
     def hold_at(self, limits: dict[int, int] | None) -> None:
         """Fold no record at or past ``limits`` (partition -> offset; absent: 0); None: no bound."""
-        self._limits = dict(limits) if limits is not None else None
-
-    def _release_held_back(self) -> None:
-        """Resume the partitions paused at a bound that has since moved on (or been lifted)."""
-        if not self._held_back or self._consumer is None:
-            return
-        for partition, bound in list(self._held_back.items()):
-            if self._limits is None or self._limits.get(partition, 0) > bound:
-                del self._held_back[partition]
-                with contextlib.suppress(IllegalStateError):
-                    self._consumer.resume(TopicPartition(self.topic, partition))
-
-    def _bounded(
-        self, fetched: dict[TopicPartition, list[Any]], expected: dict[int, int | None]
-    ) -> dict[TopicPartition, list[Any]]:
-        """Cut fetched records at the bound; pause the cut partitions there until it moves."""
-        limits = self._limits
-        if limits is None:
-            return fetched
-        kept: dict[TopicPartition, list[Any]] = {}
-        for tp, records in fetched.items():
-            bound = limits.get(tp.partition, 0)
-            below = [r for r in records if r.offset < bound]
-            if len(below) < len(records):
-                # The next fetch starts at the bound (or past what is folded), once it moves.
-                resume_at = max(bound, expected.get(tp.partition) or 0)
-                with contextlib.suppress(IllegalStateError):
-                    self._running_consumer().seek(tp, resume_at)
-                    self._running_consumer().pause(tp)
-                self._held_back[tp.partition] = bound
-            if below:
-                kept[tp] = below
-        return kept
+        self._bound.limits = dict(limits) if limits is not None else None
 
     async def _burst_targets(self) -> dict[int, int]:
         consumer = self._running_consumer()
@@ -367,7 +336,8 @@ class Projector:
             )
         parts: list[PartBatch] = []
         letters: list[DeadLetter] = []
-        for tp, records in self._bounded(fetched, expected).items():
+        cut = self._bound.cut(self._running_consumer(), fetched, expected)
+        for tp, records in cut.items():
             more, poison = collect({tp: records}, self.topic, expected, self._max_record_bytes)
             parts += more
             letters += poison
