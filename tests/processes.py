@@ -26,6 +26,7 @@ SchemaFactory = Callable[[str], Awaitable[str]]
 # local stack's own ports (PostgreSQL 15432, Kafka 19092-19093, the API 5000) lie below it.
 FIRST_TEST_PORT = 20_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_HANDED_OUT: set[int] = set()  # never the same port twice in one test session
 
 
 def ephemeral_ports_start() -> int:
@@ -46,11 +47,14 @@ def free_port() -> int:
     end = max(ephemeral_ports_start(), FIRST_TEST_PORT + 1_000)
     for _ in range(100):
         port = random.randrange(FIRST_TEST_PORT, end)
+        if port in _HANDED_OUT:  # its server may not have bound it yet
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:  # in use, or lingering in TIME_WAIT
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free port in [{FIRST_TEST_PORT}, {end}) after 100 tries")
 
