@@ -27,7 +27,7 @@ from api.schemas import (
     run_inputs,
     wire_double,
 )
-from api.sqlgen import Membership, SearchPlan
+from api.sqlgen import SearchPlan
 from api.tokens import HistoryPage, encode_history_token
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "dataset_summaries",
     "experiment_by_name",
     "experiments",
-    "memberships",
     "metric_history",
     "metric_history_bulk",
     "runs",
@@ -200,60 +199,6 @@ async def runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
         for run_id in run_ids
         if (row := infos.get(run_id)) is not None
     ]
-
-
-# The most common (key, value prefix) pairs of params and tags, with the share of rows each holds,
-# as ANALYZE keeps them (the MCV statistics of migration 0009), and how many rows there are.
-# Visible to the tables' owner; to another role this reads nothing and no membership is chosen.
-_COMMON_PAIRS = """
-SELECT s.tablename, s.most_common_vals, s.most_common_freqs, c.reltuples AS rows,
-       (SELECT reltuples FROM pg_class WHERE oid = 'runs'::regclass) AS runs
-FROM pg_stats_ext AS s
-JOIN pg_class AS c ON c.relname = s.tablename AND c.relnamespace = s.schemaname::regnamespace
-WHERE s.schemaname = current_schema()
-  AND s.statistics_name IN ('params_key_prefix', 'tags_key_prefix')
-"""
-# What a membership test saves and costs, in microseconds, measured on a 2-core machine: a
-# walked run's index lookup it replaces; a matching row it puts in its set.
-_LOOKUP_US, _MEMBER_US = 4.0, 0.25
-_FEW_MATCHES = 1000  # the planner finds so few from the param or tag index
-
-
-async def memberships(conn: asyncpg.Connection, plan: SearchPlan, experiments: int) -> set[int]:
-    """Return the equalities of a run search worth testing as memberships (`sqlparts.member_test`).
-
-    A walk finds a page of `offset + limit` runs after about that many over the share of runs
-    matching, in each experiment, and looks each walked run up; a membership test puts every
-    matching run in a set once instead. So it pays for a middling share: not for a value so
-    rare the planner starts from its index, nor one so common a page is found at once. A
-    search that walks an equality's own runs (`sqlgen._driver`) walks no more of them than
-    that equality has."""
-    if not plan.memberships:
-        return set()
-    common: dict[tuple[str, str, str], float] = {}
-    runs = 0.0
-    for row in await conn.fetch(_COMMON_PAIRS):
-        runs = row["runs"]
-        for (key, prefix), share in zip(
-            row["most_common_vals"], row["most_common_freqs"], strict=True
-        ):
-            common[(row["tablename"], key, prefix)] = share * row["rows"]
-
-    def matching(member: Membership) -> float:
-        return common.get((member.table, member.key, member.value[:200]), 0.0)
-
-    walked = plan.offset + plan.limit + 1
-    walkable = runs if plan.driver is None else matching(plan.driver)
-    chosen = set()
-    for member in plan.memberships:
-        found = matching(member)
-        if runs <= 0 or found < _FEW_MATCHES:
-            continue
-        # runs walked over all experiments: at most the walked equality's own
-        walk = min(experiments * walked * runs / found, walkable)
-        if found * _MEMBER_US < walk * (_LOOKUP_US - _MEMBER_US):
-            chosen.add(member.index)
-    return chosen
 
 
 async def search_ids(conn: asyncpg.Connection, plan: SearchPlan) -> tuple[list[Any], str | None]:

@@ -14,6 +14,7 @@ from api import queries, sampling
 from api.asof import AS_OF_HEADER
 from api.grammar import INT64_MAX, INT64_MIN, shown
 from api.lineage_routes import LINEAGE_PREFIX, LineageViews
+from api.memberships import StatisticsCache, choose_memberships, wants_statistics
 from api.reads import (
     CONSISTENCY_HEADER,
     Barrier,
@@ -88,6 +89,7 @@ class QueryApi:
 
     def __init__(self, pool: asyncpg.Pool, barrier: Barrier, *, schema: str) -> None:
         self._reads = Reads(pool, barrier, schema=schema)
+        self._statistics = StatisticsCache()
         self._lineage = LineageViews(self._reads)
 
     def add_routes(self, app: web.Application) -> None:
@@ -201,10 +203,11 @@ class QueryApi:
         plan = compile_run_search(*asked)  # checked before waiting
         as_of = await self._reads.settle(request, fields, None)
         async with self._reads.snapshot(as_of, search=True) as conn:
-            experiments = len(set(map(str, experiment_ids)))
-            members = await queries.memberships(conn, plan, experiments)
-            if members:
-                plan = compile_run_search(*asked, members)
+            if wants_statistics(plan):
+                stats = await self._statistics.get(conn, as_of)
+                members = choose_memberships(stats, plan, len(set(map(str, experiment_ids))))
+                if members:
+                    plan = compile_run_search(*asked, members)
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.runs(conn, ids)
         return json_response(SearchRunsResponse(found, token))

@@ -74,12 +74,14 @@ class SearchPlan:
     limit: int
     offset: int
     # what a caller may look up to recompile the search with some equalities as memberships
+    # (of a metric walk: the equalities it may test as one, `_metric_walk`)
     memberships: tuple[Membership, ...] = ()
     # the equality whose runs the search walks in the run order (`_driver`), if any
     driver: Membership | None = None
     # the same page among the runs with a number for the leading metric, walked in its order
     # (`_metric_walk`); where it finds fewer than `limit + 1` runs, `sql` answers
     walk: SearchPlan | None = None
+    experiment: int | None = None  # the one experiment a metric walk reads
 
     def page(self, rows: Sequence[T]) -> tuple[list[T], str | None]:
         """Return the page's rows and the next page's token (None on the last page)."""
@@ -138,6 +140,7 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
     ordering: Sequence[OrderKey],
     limit: int,
     offset: int,
+    members: Collection[int] = (),
 ) -> SearchPlan:
     """Compile a page of one experiment's runs sorted by a metric first, among the runs whose
     value of it is a number: those come first in MLflow's order (then NaN, then no value).
@@ -149,9 +152,12 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
     before the run is read. Two or more param or tag equalities are each tested the same way,
     against the set of the experiment's runs with the value: PostgreSQL misjudges how many runs
     meet several at once, and then joins their whole sets and sorts the experiment rather than
-    walk it (21 ms a request against 9 for two params a fifteenth of the runs hold together). A lone
-    equality, and every other test, stays as PostgreSQL plans it: it starts from a rare value's
-    own index, and for a common one a lookup per walked run costs less than the whole set.
+    walk it (21 ms a request against 9 for two params a fifteenth of the runs hold together).
+    `members`, when given, names the equalities tested so (`memberships.choose_memberships` may
+    leave the most common one out: the walk reaches it only with the runs that passed the
+    others, which may be fewer lookups than its set has runs). A lone equality, and every
+    other test, stays as PostgreSQL plans it: it starts from a rare value's own index, and for
+    a common one a lookup per walked run costs less than the whole set.
 
     A metric comparison that few of the experiment's runs meet would make the walk read every
     value of the experiment, where the general query starts from that comparison's index. So
@@ -166,8 +172,10 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
     needed = None
     gates: list[str] = []
     tests: dict[int, str] = {}  # each metric comparison's membership test, by predicate
-    equalities = {m.index for m in _equalities(predicates)}
-    members = equalities if len(equalities) > 1 else set()
+    equalities = _equalities(predicates)
+    if len(equalities) < 2:
+        equalities = []
+    tested = {m.index for m in equalities if not members or m.index in members}
     for i, pred in enumerate(predicates):
         if pred.entity == "metric" and isinstance(pred, NumberCompare):
             needed = needed or bind(_WALK_SHARE * (offset + limit + 1), "bigint")
@@ -192,7 +200,7 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
         # walking it (45 ms a request where the walk took 12, for two param equalities).
         f"r.lifecycle_stage = ANY({bind(stages, 'text[]')})",
         *(
-            tests.get(i) or _walk_test(p, bind, walked, scope if i in members else None)
+            tests.get(i) or _walk_test(p, bind, walked, scope if i in tested else None)
             for i, p in enumerate(predicates)
         ),
     ]
@@ -208,7 +216,14 @@ def _metric_walk(  # noqa: PLR0917 - the parts of a compiled request
             page_sql(bind, limit, offset),
         ]
     )
-    return SearchPlan(sql=sql, args=bind.args, limit=limit, offset=offset)
+    return SearchPlan(
+        sql=sql,
+        args=bind.args,
+        limit=limit,
+        offset=offset,
+        memberships=tuple(equalities),
+        experiment=experiment,
+    )
 
 
 def _walk_test(pred: Predicate, bind: Binder, walked: str, members_of: str | None) -> str:
@@ -342,7 +357,7 @@ def compile_run_search(  # noqa: PLR0917 - the argument order is the agreed inte
     )
     walk = None
     if len(ids) == 1 and ordering[0].entity == "metric":
-        walk = _metric_walk(ids[0], stages, predicates, ordering, limit, offset)
+        walk = _metric_walk(ids[0], stages, predicates, ordering, limit, offset, members)
     return SearchPlan(
         sql=sql,
         args=bind.args,

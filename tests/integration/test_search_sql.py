@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from api import queries, sqlgen
+from api.memberships import Statistics, choose_memberships
 from api.sqlgen import SearchPlan, compile_experiment_search, compile_run_search
 from api.tokens import encode_page_token
 
@@ -130,8 +131,9 @@ async def runs(
     experiment_ids: tuple[str, ...] = ("1",),
 ) -> list[str]:
     """Return the ids a search finds, after checking that testing every param and tag equality
-    as a membership (what `queries.memberships` may choose) finds the same ones, and that one
-    walking an equality's runs (`sqlgen._driver`) finds what walking every run does."""
+    as a membership (what `memberships.choose_memberships` may choose; in a metric walk, each
+    choice it may make) finds the same ones, and that one walking an equality's runs
+    (`sqlgen._driver`) finds what walking every run does."""
     request = (list(experiment_ids), filter_string, view, 1000, order_by, None)
     plan = compile_run_search(*request)
     ids, token = await fetch(db, plan)
@@ -140,6 +142,12 @@ async def runs(
         members = compile_run_search(*request, [m.index for m in plan.memberships])
         assert "IS TRUE" in members.sql
         assert await fetch(db, members) == (ids, None)
+    offered = plan.walk.memberships if plan.walk is not None else ()
+    for looked_up in offered:  # a metric walk's sets, but for one equality looked up instead
+        chosen = compile_run_search(*request, [m.index for m in offered if m != looked_up])
+        assert chosen.walk is not None
+        assert chosen.walk.sql != plan.walk.sql  # type: ignore[union-attr]
+        assert await fetch(db, chosen) == (ids, None)
     if plan.driver is not None:
         with mock.patch.object(sqlgen, "_driver", return_value=None):
             every_run = compile_run_search(*request)
@@ -585,7 +593,7 @@ async def test_memberships_are_chosen_for_a_middling_share_of_runs(
     async def chosen(filter_string: str, order_by: list[str] | None, rows: int) -> dict[str, str]:
         request = (["5", "6"], filter_string, None, 100, order_by, None)
         plan = compile_run_search(*request)
-        members = await queries.memberships(read_db, plan, 2)
+        members = choose_memberships(await Statistics.read(read_db), plan, 2)
         found = await fetch(read_db, compile_run_search(*request, members))
         assert found == await fetch(read_db, plan)
         assert len(found[0]) == rows

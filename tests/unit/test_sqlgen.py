@@ -551,6 +551,28 @@ def test_a_metric_walk_tests_two_or_more_equalities_as_memberships_of_its_experi
     assert "r.experiment_id" not in both  # the walked value's experiment is its run's
 
 
+def test_a_metric_walk_offers_its_equalities_and_tests_as_sets_those_chosen() -> None:
+    asked = (["7"], "params.p = 'a' AND tags.t = 'b' AND metrics.n > 1", None, 10, ["metrics.m"])
+    plan = compile_run_search(*asked, None)
+    assert plan.memberships == ()  # the general query sorts: nothing to choose for it
+    assert plan.walk is not None
+    assert plan.walk.experiment == 7
+    assert [(m.index, m.table, m.key) for m in plan.walk.memberships] == [
+        (0, "params", "p"),
+        (1, "tags", "t"),
+    ]
+    # chosen: the tag's set, and a lookup of the param for each run that passed it
+    chosen = compile_run_search(*asked, None, [1]).walk
+    assert chosen is not None
+    assert "(o1.run_id IN (SELECT k.run_id FROM tags AS k WHERE k.key = " in chosen.sql
+    assert "EXISTS (SELECT 1 FROM params AS k WHERE k.run_id = o1.run_id" in chosen.sql
+    assert_sql_is_clean(chosen)
+    # a lone equality is never offered
+    lone = compile_run_search(["7"], "params.p = 'a'", None, 10, ["metrics.m"], None).walk
+    assert lone is not None
+    assert lone.memberships == ()
+
+
 def test_newest_first_a_param_or_tag_equality_walks_its_own_runs() -> None:
     plan = runs("tags.team = 'nlp' AND params.lr != '1' AND attributes.status = 'FINISHED'")
     assert plan.sql.startswith(
