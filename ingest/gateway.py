@@ -45,8 +45,7 @@ from ingest.lifecycle import ActiveRuns
 from ingest.names import random_run_name
 from ingest.producer import EventProducer
 from ingest.registry import ACTIVE, DELETED, Registry, RunInfo
-from ingest.requests import (
-    PARSERS,
+from ingest.request_types import (
     CreateRun,
     DeleteRun,
     DeleteTag,
@@ -58,6 +57,7 @@ from ingest.requests import (
     SetTag,
     UpdateRun,
 )
+from ingest.requests import PARSERS
 
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 

@@ -26,7 +26,7 @@ from ingest.events import (
 )
 from ingest.producer import EventProducer
 from ingest.registry import ACTIVE, DELETED, Registry
-from ingest.requests import (
+from ingest.request_types import (
     CreateExperiment,
     DeleteExperiment,
     DeleteExperimentTag,

@@ -14,8 +14,7 @@ from unit.request_support import RUN, error, missing, parse, wrong_type
 
 from ingest.entries import TagEntry
 from ingest.errors import MlflowError
-from ingest.requests import (
-    PARSERS,
+from ingest.request_types import (
     CreateExperiment,
     CreateRun,
     DeleteExperiment,
@@ -27,6 +26,7 @@ from ingest.requests import (
     UpdateExperiment,
     UpdateRun,
 )
+from ingest.requests import PARSERS
 
 RUN_ENDPOINTS = [path for path in PARSERS if path.startswith("runs/") and path != "runs/create"]
 EXPERIMENT_ENDPOINTS = [

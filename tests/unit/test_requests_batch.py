@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from unit.request_support import RUN, error, missing, parse, wrong_type
 
 from ingest.entries import MetricEntry, ParamEntry, TagEntry
-from ingest.requests import LogBatch
+from ingest.request_types import LogBatch
 
 # --- runs: log-batch ----------------------------------------------------------------------------
 

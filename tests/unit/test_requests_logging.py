@@ -17,7 +17,8 @@ from unit.request_support import RUN, error, missing, parse, wrong_type
 
 from ingest.entries import DatasetInputEntry, MetricEntry, ModelInputEntry, ParamEntry, TagEntry
 from ingest.errors import MlflowError
-from ingest.requests import PARSERS, DeleteTag, LogInputs, LogMetric, LogParam, SetTag
+from ingest.request_types import DeleteTag, LogInputs, LogMetric, LogParam, SetTag
+from ingest.requests import PARSERS
 
 # --- runs: metrics, params, tags ----------------------------------------------------------------
 
