@@ -25,7 +25,7 @@ import asyncpg
 import structlog
 
 from ingest.topics import MAX_RECORD_BYTES
-from projector import versions
+from projector import bulk_load, versions
 from projector.consumer import Projector
 from projector.logread import end_offsets, offsets_at, start_offsets
 from services.config import Settings
@@ -271,18 +271,18 @@ async def _rebuild_and_swap(
                 began = time.monotonic()
                 builders = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=2)
                 try:
-                    await versions.build_indexes(builders, candidate, deferred)
+                    await bulk_load.build_indexes(builders, candidate, deferred)
                 finally:
                     await builders.close()
                 index_s = time.monotonic() - began
                 log.info("indexes_built", schema=candidate, seconds=round(index_s, 1))
-            if not await versions.has_metrics_key(conn, candidate):
+            if not await bulk_load.has_metrics_key(conn, candidate):
                 raise ReplayError(f"{candidate} has no primary key on its metric points")
-            if not await versions.counts_metric_blocks(conn, candidate):
+            if not await bulk_load.counts_metric_blocks(conn, candidate):
                 raise ReplayError(f"{candidate} does not count its metric points per block")
             # The planner's statistics, before it plans the readers' queries on this version;
             # then catch up again, so the live projector is held only for the last records.
-            await versions.analyze(conn, candidate)
+            await bulk_load.analyze(conn, candidate)
             await follow(options.swap_lag)
             # Closer still if the live offsets stand still for a moment: the less is left, the
             # shorter the live projector is held.
@@ -338,9 +338,9 @@ async def _replay(settings: Settings, options: ReplayOptions, *, restart: bool) 
         await migrate(conn, candidate, load("projector"))
         if "deferred" not in await versions.description(conn, candidate):
             started = {"role": "next", "started_at": _now_iso()}
-            await versions.defer_indexes(conn, candidate, started)
+            await bulk_load.defer_indexes(conn, candidate, started)
         else:  # resumed, perhaps deferred by a release that had no block counts yet
-            await versions.defer_block_counts(conn, candidate)
+            await bulk_load.defer_block_counts(conn, candidate)
     if resumed:
         log.info("replay_resumed", schema=candidate, offsets=resumed)
     return await _rebuild_and_swap(settings, candidate, keep_as, Progress("replay"), options)

@@ -30,7 +30,7 @@ from structlog.testing import capture_logs
 
 from ingest.errors import UnavailableError
 from ingest.events import MetricLogged, RunStarted
-from projector import versions
+from projector import bulk_load, versions
 from projector.fold import fold
 from projector.logread import end_offsets
 from projector.ops import OffsetMove
@@ -536,7 +536,7 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
     store = await PgStore.open(stack.database_url, schema)
     try:
         before = await index_names(stack, schema)
-        described = await versions.defer_indexes(conn, schema, {"role": "next"})
+        described = await bulk_load.defer_indexes(conn, schema, {"role": "next"})
         assert await index_names(stack, schema) < before
         # Recorded with the drops, in their transaction: a crash cannot forget them.
         assert await versions.description(conn, schema) == described
@@ -552,7 +552,7 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
         builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
         try:
             with capture_logs() as logs:
-                await versions.build_indexes(builders, schema, deferred)
+                await bulk_load.build_indexes(builders, schema, deferred)
         finally:
             await builders.close()
 
@@ -561,10 +561,10 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
             "DELETE 1"
         ]
         assert await index_names(stack, schema) == before
-        assert await versions.has_metrics_key(conn, schema)
+        assert await bulk_load.has_metrics_key(conn, schema)
         # Counted once, from the points left; the counting trigger is on again.
         assert deferred["metric_blocks"] is True
-        assert await versions.counts_metric_blocks(conn, schema)
+        assert await bulk_load.counts_metric_blocks(conn, schema)
         await conn.execute(f"SET search_path TO {quote_schema(schema)}")
         assert await block_miscounts(conn) == []
         assert await conn.fetchval("SELECT points FROM metric_levels WHERE level = 6") == 1
@@ -573,7 +573,7 @@ async def test_duplicates_let_in_without_the_points_key_go_when_it_is_added_back
         await conn.execute(f"DROP INDEX {quote_schema(schema)}.metrics_history_order")
         builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
         try:
-            await versions.build_indexes(builders, schema, deferred)
+            await bulk_load.build_indexes(builders, schema, deferred)
         finally:
             await builders.close()
         assert await index_names(stack, schema) == before
@@ -614,7 +614,7 @@ async def test_a_rebuild_deferred_before_block_counts_existed_counts_them_once_r
     conn = await asyncpg.connect(stack.database_url)
     store = await PgStore.open(stack.database_url, schema)
     try:
-        described = await versions.defer_indexes(conn, schema, {"role": "next"})
+        described = await bulk_load.defer_indexes(conn, schema, {"role": "next"})
         # As a release without block counts deferred it, then migration 0008 ran on resume:
         # nothing recorded about the counts, and their trigger on, counting duplicates too.
         older = {k: v for k, v in described["deferred"].items() if k != "metric_blocks"}
@@ -622,16 +622,16 @@ async def test_a_rebuild_deferred_before_block_counts_existed_counts_them_once_r
         await conn.execute(f"ALTER TABLE {quoted}.metrics ENABLE TRIGGER metric_blocks_count")
         await _fold_a_point_twice(store)
 
-        info = await versions.defer_block_counts(conn, schema)
+        info = await bulk_load.defer_block_counts(conn, schema)
         assert info["deferred"]["metric_blocks"] is True
-        assert not await versions.counts_metric_blocks(conn, schema)
+        assert not await bulk_load.counts_metric_blocks(conn, schema)
         builders = await asyncpg.create_pool(stack.database_url, min_size=2, max_size=2)
         try:
-            await versions.build_indexes(builders, schema, info["deferred"])
+            await bulk_load.build_indexes(builders, schema, info["deferred"])
         finally:
             await builders.close()
 
-        assert await versions.counts_metric_blocks(conn, schema)
+        assert await bulk_load.counts_metric_blocks(conn, schema)
         await conn.execute(f"SET search_path TO {quoted}")
         assert await block_miscounts(conn) == []
         assert await conn.fetchval("SELECT points FROM metric_levels WHERE level = 6") == 1
