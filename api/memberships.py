@@ -19,7 +19,13 @@ import asyncpg
 
 from api.sqlgen import Membership, SearchPlan
 
-__all__ = ["Statistics", "StatisticsCache", "choose_memberships", "wants_statistics"]
+__all__ = [
+    "Statistics",
+    "StatisticsCache",
+    "choose_memberships",
+    "walk_pays",
+    "wants_statistics",
+]
 
 # The most common (key, value prefix) pairs of params and tags, with the share of rows each holds,
 # and how many rows there are. Visible to the tables' owner; to another role this reads nothing
@@ -44,6 +50,8 @@ WHERE s.schemaname = current_schema() AND s.tablename = 'runs' AND s.attname = '
 # walked run's index lookup it replaces; a matching row it puts in its set.
 _LOOKUP_US, _MEMBER_US = 4.0, 0.25
 _FEW_MATCHES = 1000  # the planner finds so few from the param or tag index
+# A metric walk with several equalities must expect this many pages of runs meeting them all
+_WALK_PAYS = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,14 @@ class Statistics:
     pairs: dict[tuple[str, str, str], float] = field(default_factory=dict)
     runs: float = 0.0
     experiments: dict[int, float] = field(default_factory=dict)
+    # per table, the rows of its least common listed pair: at most what an unlisted one has
+    least: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        least: dict[str, float] = {}
+        for (table, _, _), rows in self.pairs.items():
+            least[table] = min(rows, least.get(table, rows))
+        object.__setattr__(self, "least", least)
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> Statistics:
@@ -72,6 +88,12 @@ class Statistics:
     def matching(self, member: Membership) -> float:
         """Return how many rows hold the equality's pair (0: not a common one)."""
         return self.pairs.get((member.table, member.key, member.value[:200]), 0.0)
+
+    def at_most(self, member: Membership) -> float | None:
+        """Return how many rows at most hold the equality's pair (None: nothing is known)."""
+        return self.pairs.get(
+            (member.table, member.key, member.value[:200]), self.least.get(member.table)
+        )
 
     def experiment_runs(self, experiment: int) -> float:
         """Return how many runs the experiment has (0: not a common one)."""
@@ -157,3 +179,25 @@ def _walk_memberships(stats: Statistics, walk: SearchPlan) -> set[int]:
         return set()
     commonest = equalities[counts.index(most)]
     return {m.index for m in equalities if m is not commonest}
+
+
+def walk_pays(stats: Statistics, walk: SearchPlan) -> bool:
+    """Return whether a metric walk with several equalities can expect to fill its page.
+
+    Taking the equalities as independent, the experiment's runs times their shares is how many
+    runs meet them all. Where that is under `_WALK_PAYS` pages, the walk would read most of the
+    experiment's values, or all of them, and find too few, before the general query answers
+    from the rarest value's index: four equalities 0.2% of the runs meet together walked 11 ms
+    of SQL to no end, where the general query alone took 5. A value the statistics do not list
+    counts as common as the least common one they do, which is at most what it is; a table
+    they say nothing of, or an experiment too small to be listed, keeps the walk."""
+    runs = stats.experiment_runs(walk.experiment) if walk.experiment is not None else 0.0
+    if not walk.memberships or runs <= 0 or stats.runs <= 0:
+        return True
+    expected = runs
+    for member in walk.memberships:
+        found = stats.at_most(member)
+        if found is None:
+            return True
+        expected *= found / stats.runs
+    return expected >= _WALK_PAYS * (walk.offset + walk.limit + 1)

@@ -6,6 +6,7 @@ Each handler reads as `api.reads` describes; Runstream's lineage views are `api.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import asyncpg
 from aiohttp import web
@@ -14,7 +15,7 @@ from api import queries, sampling
 from api.asof import AS_OF_HEADER
 from api.grammar import INT64_MAX, INT64_MIN, shown
 from api.lineage_routes import LINEAGE_PREFIX, LineageViews
-from api.memberships import StatisticsCache, choose_memberships, wants_statistics
+from api.memberships import StatisticsCache, choose_memberships, walk_pays, wants_statistics
 from api.reads import (
     CONSISTENCY_HEADER,
     Barrier,
@@ -208,6 +209,8 @@ class QueryApi:
                 members = choose_memberships(stats, plan, len(set(map(str, experiment_ids))))
                 if members:
                     plan = compile_run_search(*asked, members)
+                if plan.walk is not None and not walk_pays(stats, plan.walk):
+                    plan = replace(plan, walk=None)
             ids, token = await queries.search_ids(conn, plan)
             found = await queries.runs(conn, ids)
         return json_response(SearchRunsResponse(found, token))

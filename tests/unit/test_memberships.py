@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from api.memberships import Statistics, StatisticsCache, choose_memberships, wants_statistics
+from api.memberships import (
+    Statistics,
+    StatisticsCache,
+    choose_memberships,
+    walk_pays,
+    wants_statistics,
+)
 from api.sqlgen import compile_run_search
 from api.tokens import encode_page_token
 
@@ -14,6 +20,7 @@ W5 = Statistics(
     pairs={
         ("params", "optimizer", "adam"): 33_333.0,
         ("params", "lr", "0.001"): 20_000.0,
+        ("params", "batch_size", "16"): 25_000.0,
         ("tags", "team", "nlp"): 12_500.0,
     },
     runs=100_000.0,
@@ -97,3 +104,41 @@ async def test_the_live_statistics_are_read_again_only_once_they_are_old() -> No
     await cache.get(conn, "asof_1")  # type: ignore[arg-type]
     await cache.get(conn, "asof_1")  # type: ignore[arg-type]
     assert conn.reads == 8
+
+
+def walk_of(filter_string: str, experiment: str = "1002", page_token: str | None = None) -> bool:
+    plan = compile_run_search([experiment], filter_string, None, 100, ["metrics.loss"], page_token)
+    assert plan.walk is not None
+    return walk_pays(W5, plan.walk)
+
+
+def test_a_metric_walk_gives_way_when_too_few_runs_can_meet_its_equalities() -> None:
+    adam_lr_16 = "params.optimizer = 'adam' AND params.lr = '0.001' AND params.batch_size = '16'"
+    # 25k * 1/3 * 1/5 * 1/4 = 417 runs expected, 4 pages: walked
+    assert walk_of(adam_lr_16)
+    # and a team an eighth hold: 52 runs, half a page: the general query answers at once
+    assert not walk_of(f"{adam_lr_16} AND tags.team = 'nlp'")
+    # deep enough, even the three need more runs than they can expect
+    assert not walk_of(adam_lr_16, page_token=encode_page_token(800))
+    # a value the statistics do not list holds at most as many runs as the least listed one
+    # of its table (here the lr's 5,000 of the experiment): not known to be rare, so walked
+    assert walk_of("params.optimizer = 'lion' AND params.lr = '0.001'")
+
+
+def test_a_metric_walk_is_kept_where_the_statistics_say_nothing() -> None:
+    adam_lr_16_nlp = (
+        "params.optimizer = 'adam' AND params.lr = '0.001' AND params.batch_size = '16'"
+        " AND tags.team = 'nlp'"
+    )
+    assert walk_of(adam_lr_16_nlp, experiment="17")  # an experiment too small to be listed
+    no_tags = Statistics(
+        pairs={("params", "lr", "0.001"): 20_000.0}, runs=100_000.0, experiments={1: 1.0}
+    )
+    plan = compile_run_search(
+        ["1"], "params.lr = '0.001' AND tags.t = 'x'", None, 100, ["metrics.m"], None
+    )
+    assert plan.walk is not None
+    assert walk_pays(no_tags, plan.walk)  # nothing is known of the tags
+    lone = compile_run_search(["1002"], "params.optimizer = 'x'", None, 100, ["metrics.m"], None)
+    assert lone.walk is not None
+    assert walk_pays(W5, lone.walk)  # a lone equality is PostgreSQL's to plan
