@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from api.memberships import Statistics, choose_memberships, walk_pays
 from api.sqlgen import SearchPlan, compile_run_search
 
 pytestmark = pytest.mark.integration
@@ -84,3 +85,40 @@ async def test_two_param_equalities_sorted_by_a_metric_walk_its_values(
     general = [r[0] for r in await read_db.fetch(plan.sql, *plan.args)]
     assert len(found) == 101
     assert found == general
+
+
+async def test_the_statistics_steer_a_walk_without_changing_its_answer(
+    read_db: asyncpg.Connection,
+) -> None:
+    await load_tuning_runs(read_db)
+    stats = await Statistics.read(read_db)
+    assert set(stats.experiments) == set(EXPERIMENTS)
+    assert stats.experiment_runs(6) == pytest.approx(RUNS_EACH, rel=0.1)
+    asked = (["6"], "params.optimizer = 'adam' AND params.lr = '0.001'", None, 100)
+    plan = compile_run_search(*asked, ["metrics.loss ASC"], None)
+    assert plan.walk is not None
+    # 5,000 runs an experiment: adam's set (1,700) costs less than its ~300 lookups
+    assert choose_memberships(stats, plan, 1) == set()
+    assert walk_pays(stats, plan.walk)
+    # looked up instead, the commonest value still leaves PostgreSQL walking the values
+    looked_up = compile_run_search(*asked, ["metrics.loss ASC"], None, [1]).walk
+    assert looked_up is not None
+    assert "EXISTS (SELECT 1 FROM params" in looked_up.sql
+    walked = await explained(read_db, looked_up)
+    values = [n for n in walked if n.get("Index Name") == "latest_metrics_experiment_order"]
+    assert values[0]["Actual Rows"] < RUNS_EACH / 2
+    assert not [n for n in walked if n["Node Type"] == "Sort"]
+    found = [r[0] for r in await read_db.fetch(looked_up.sql, *looked_up.args)]
+    assert found == [r[0] for r in await read_db.fetch(plan.sql, *plan.args)]
+    # two rates no run has both of, with adam: ~70 runs expected, under two pages, so the walk
+    # gives way
+    never = compile_run_search(
+        ["6"],
+        "params.lr = '0.1' AND params.lr = '0.001' AND params.optimizer = 'adam'",
+        None,
+        100,
+        ["metrics.loss"],
+        None,
+    )
+    assert never.walk is not None
+    assert not walk_pays(stats, never.walk)
