@@ -62,6 +62,17 @@ logger.request.level = warn
 """
 
 
+def new_cluster_id() -> str:
+    """Return a random cluster id as Kafka writes one: a UUID in URL-safe base64, unpadded.
+
+    Never one starting with "-", as Kafka's own `Uuid.randomUuid` does not: the storage tool
+    reads such an id after `-t` as an option and refuses to format (1 start in 64 otherwise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def resolve_jars(version: str, cache_dir: Path) -> Path:
     """Return a folder holding kafka_2.13:<version> and its runtime dependencies."""
     home = cache_dir / f"kafka-{version}"
@@ -163,7 +174,7 @@ class KafkaNode:
         if (data / "meta.properties").exists():
             return
         data.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log.info("kafka_formatting", data=str(data), cluster_id=cluster_id)
         run(
             [
